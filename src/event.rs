@@ -1,0 +1,256 @@
+//! The records a shim sends to the collector, in stream order. A stream is one process:
+//! it starts with [`Hello`], defines modules and stacks before they are referred to, and
+//! ends with [`End`] when the process exits cleanly (a stream without `End` was cut off).
+
+use crate::ids::{FileOffset, ModuleId, Pid, RuntimeAddr, StackId, ThreadId, Timestamp};
+use bincode::{Decode, Encode};
+
+/// Which kind of memory an allocation is. JSON reports use [`MemoryKind::name`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub enum MemoryKind {
+    /// The C heap (`malloc` and its relatives).
+    Host,
+    /// Anonymous `mmap` mappings, apart from the heap.
+    Mapped,
+    /// GPU device memory.
+    Device,
+    /// Page-locked host memory registered with or allocated by CUDA.
+    Pinned,
+    /// CUDA managed (unified) memory.
+    Managed,
+}
+
+impl MemoryKind {
+    /// Every kind, in report order.
+    pub const ALL: [MemoryKind; 5] = [
+        MemoryKind::Host,
+        MemoryKind::Mapped,
+        MemoryKind::Device,
+        MemoryKind::Pinned,
+        MemoryKind::Managed,
+    ];
+
+    /// The lower-case name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryKind::Host => "host",
+            MemoryKind::Mapped => "mapped",
+            MemoryKind::Device => "device",
+            MemoryKind::Pinned => "pinned",
+            MemoryKind::Managed => "managed",
+        }
+    }
+}
+
+/// The API the program called. For a realloc-like call, the stream carries a [`Free`] of
+/// the old block and an [`Alloc`] of the new one, both with the same api.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+pub enum Api {
+    Malloc,
+    Calloc,
+    Realloc,
+    ReallocArray,
+    PosixMemalign,
+    AlignedAlloc,
+    Memalign,
+    Valloc,
+    Pvalloc,
+    Free,
+    Mmap,
+    Munmap,
+    Mremap,
+}
+
+impl Api {
+    /// The C function name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::Malloc => "malloc",
+            Api::Calloc => "calloc",
+            Api::Realloc => "realloc",
+            Api::ReallocArray => "reallocarray",
+            Api::PosixMemalign => "posix_memalign",
+            Api::AlignedAlloc => "aligned_alloc",
+            Api::Memalign => "memalign",
+            Api::Valloc => "valloc",
+            Api::Pvalloc => "pvalloc",
+            Api::Free => "free",
+            Api::Mmap => "mmap",
+            Api::Munmap => "munmap",
+            Api::Mremap => "mremap",
+        }
+    }
+}
+
+/// How this process came to be tracked.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Origin {
+    /// The shim was loaded at program start (the command itself, or an exec'd child).
+    Exec,
+    /// A child created by `fork` without `exec`: it inherited `parent`'s live allocations
+    /// as they stood at the parent's [`Fork`] record for this child.
+    Fork { parent: Pid },
+}
+
+/// First record of every stream.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Hello {
+    pub pid: Pid,
+    pub ppid: Pid,
+    pub origin: Origin,
+    /// `/proc/self/exe`, resolved.
+    pub exe: String,
+    /// The command line (`/proc/self/cmdline`).
+    pub argv: Vec<String>,
+    /// When tracking began, on the monotonic clock.
+    pub start: Timestamp,
+    /// When tracking began, in nanoseconds since the Unix epoch.
+    pub start_unix_ns: u64,
+    /// [`crate::BUILD_FINGERPRINT`] of the shim that sent the stream.
+    pub fingerprint: u64,
+}
+
+/// One mapped segment of a module.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Segment {
+    pub start: RuntimeAddr,
+    pub end: RuntimeAddr,
+    /// File offset of `start`.
+    pub file_offset: FileOffset,
+    pub executable: bool,
+}
+
+/// A module loaded in the process (at start or by `dlopen`).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct ModuleMap {
+    pub id: ModuleId,
+    /// Path of the file as the loader opened it (the main executable's resolved path).
+    pub path: String,
+    /// The GNU build id, when the module has one (empty otherwise).
+    pub build_id: Vec<u8>,
+    pub segments: Vec<Segment>,
+}
+
+/// A module removed by `dlclose`; addresses in its range no longer belong to it.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct ModuleUnload {
+    pub id: ModuleId,
+}
+
+/// A distinct call stack: lookup addresses (a return address minus one, so it falls
+/// inside the call instruction), innermost first, the shim's own frames already removed.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct StackDef {
+    pub id: StackId,
+    pub frames: Vec<RuntimeAddr>,
+}
+
+/// Memory handed to the program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Alloc {
+    pub ts: Timestamp,
+    pub thread: ThreadId,
+    pub addr: RuntimeAddr,
+    /// The size the program asked for.
+    pub size: u64,
+    pub kind: MemoryKind,
+    pub api: Api,
+    pub stack: StackId,
+}
+
+/// Memory given back. Recorded before the real free runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Free {
+    pub ts: Timestamp,
+    pub thread: ThreadId,
+    pub addr: RuntimeAddr,
+    /// For [`MemoryKind::Mapped`], the length of the unmapped range (a `munmap` may cover
+    /// part of a mapping, or several); zero for every other kind (the whole block).
+    pub len: u64,
+    pub kind: MemoryKind,
+    pub api: Api,
+}
+
+/// The parent's side of a `fork`: the child's stream starts from the parent's live
+/// allocations as they stand at this record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Fork {
+    pub ts: Timestamp,
+    pub thread: ThreadId,
+    pub child: Pid,
+}
+
+/// Events the shim had to drop (channel full or buffer unavailable), cumulative since the
+/// stream began: each `Dropped` supersedes the previous one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct Dropped {
+    pub ts: Timestamp,
+    pub allocs: u64,
+    pub alloc_bytes: u64,
+    pub frees: u64,
+}
+
+/// Why a stream ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum EndReason {
+    /// The process is exiting normally (`exit`, return from `main`).
+    Exit,
+    /// The process is replacing its image with `exec`; a new stream follows from the new
+    /// image if it loads the shim.
+    Exec,
+}
+
+/// Last record of a clean stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct End {
+    pub ts: Timestamp,
+    pub reason: EndReason,
+}
+
+/// One record of a stream.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Record {
+    Hello(Hello),
+    Module(ModuleMap),
+    ModuleUnload(ModuleUnload),
+    Stack(StackDef),
+    Alloc(Alloc),
+    Free(Free),
+    Fork(Fork),
+    Dropped(Dropped),
+    End(End),
+}
+
+impl Record {
+    /// The record's timestamp, for records that carry one.
+    pub fn ts(&self) -> Option<Timestamp> {
+        self.ts_slot().map(|t| *t)
+    }
+
+    /// Mutable access to the timestamp; the wire format stores it relative to its frame.
+    pub(crate) fn ts_slot_mut(&mut self) -> Option<&mut Timestamp> {
+        match self {
+            Record::Alloc(a) => Some(&mut a.ts),
+            Record::Free(f) => Some(&mut f.ts),
+            Record::Fork(f) => Some(&mut f.ts),
+            Record::Dropped(d) => Some(&mut d.ts),
+            Record::End(e) => Some(&mut e.ts),
+            Record::Hello(_) | Record::Module(_) | Record::ModuleUnload(_) | Record::Stack(_) => {
+                None
+            }
+        }
+    }
+
+    fn ts_slot(&self) -> Option<&Timestamp> {
+        match self {
+            Record::Alloc(a) => Some(&a.ts),
+            Record::Free(f) => Some(&f.ts),
+            Record::Fork(f) => Some(&f.ts),
+            Record::Dropped(d) => Some(&d.ts),
+            Record::End(e) => Some(&e.ts),
+            Record::Hello(_) | Record::Module(_) | Record::ModuleUnload(_) | Record::Stack(_) => {
+                None
+            }
+        }
+    }
+}
