@@ -224,7 +224,7 @@ pub enum Record {
 impl Record {
     /// The record's timestamp, for records that carry one.
     pub fn ts(&self) -> Option<Timestamp> {
-        self.ts_slot().map(|t| *t)
+        self.ts_slot().copied()
     }
 
     /// Mutable access to the timestamp; the wire format stores it relative to its frame.

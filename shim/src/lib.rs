@@ -1,1 +1,47 @@
-//! placeholder
+//! leakscope's `LD_PRELOAD` shim: intercepts the program's allocations and streams them to
+//! the collector over a Unix socket (see `docs/architecture.md`).
+//!
+//! - `hooks/`: the exported C functions (one table), each guard -> real call -> record.
+//! - `real`, `bootstrap`: the real functions behind the hooks, and the arena that serves
+//!   allocations while they are looked up.
+//! - `alloc`: the shim's own allocator (the real functions, never recorded).
+//! - `record/`: per-thread state, timestamps, event buffers and stack dedup.
+//! - `unwind/`: stack capture and module maps.
+//! - `channel`, `sender`, `convert`, `timebase`, `transport`: from buffers to the
+//!   socket.
+//! - `session`, `fork`, `diag`, `env`: lifecycle, configuration and the one stderr line.
+//!
+//! Nothing in the shim may panic or abort the program (`panic = "abort"` is set in the
+//! workspace profiles): hook paths use no `unwrap`, and allocations there fail softly.
+
+// The unit-test harness has neither the hooks nor the constructor (it must run as a normal
+// process), so the paths only they reach look unused there.
+#![cfg_attr(test, allow(dead_code))]
+
+mod alloc;
+mod bootstrap;
+mod channel;
+mod convert;
+mod diag;
+mod env;
+mod fork;
+#[cfg(not(test))]
+mod hooks;
+mod real;
+mod record;
+mod sender;
+mod session;
+mod timebase;
+mod transport;
+mod unwind;
+
+#[cfg(not(test))]
+#[global_allocator]
+static GLOBAL: alloc::RealAlloc = alloc::RealAlloc;
+
+/// Starts the session when the library is loaded (before the program's `main`).
+#[cfg(not(test))]
+#[ctor::ctor(unsafe)]
+fn leakscope_init() {
+    session::init();
+}

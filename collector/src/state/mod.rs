@@ -3,11 +3,30 @@
 //!
 //! This is the contract between ingestion (which calls [`RunState::apply`]) and analysis
 //! (which reads the finished [`ProcessState`]s).
+//!
+//! Files: `route.rs` sends each connection's records to its process (and holds fork
+//! children back until their parent's fork is known), `process.rs` applies one record to one
+//! process, `live.rs` / `mapped.rs` are the live tables, `fork.rs` the fork snapshots,
+//! `sites.rs` the statistics updates, `hash.rs` the tables' hasher.
+
+mod fork;
+mod hash;
+mod live;
+mod mapped;
+mod process;
+mod route;
+mod sites;
+
+#[cfg(test)]
+mod tests;
 
 use leakscope_protocol::{
     Dropped, Hello, MemoryKind, ModuleId, ModuleMap, Pid, RuntimeAddr, StackId, Timestamp,
 };
 use std::collections::HashMap;
+use std::fmt;
+
+pub use hash::{FxHashMap, FxHashSet, FxHasher};
 
 /// A call site as the state knows it: one distinct stack and memory kind. Analysis merges
 /// sites whose symbolized frames are the same.
@@ -22,15 +41,18 @@ pub struct SiteKey {
 pub struct SiteStats {
     /// Bytes still allocated from this site.
     pub outstanding_bytes: u64,
-    /// Blocks still allocated from this site.
+    /// Blocks still allocated from this site (for mapped memory: pieces, so a mapping
+    /// split by a partial unmap counts twice).
     pub outstanding_count: u64,
-    /// Allocations made from this site in total.
+    /// Allocations made from this site in total (blocks inherited at fork are outstanding
+    /// but not counted here).
     pub allocations: u64,
     /// Bytes allocated from this site in total (churn).
     pub allocated_bytes: u64,
     /// Highest `outstanding_bytes` this site reached.
     pub peak_bytes: u64,
-    /// Allocations freed within the temporary threshold of being made.
+    /// Allocations freed within the temporary threshold of being made (for mapped memory:
+    /// unmapped whole, at once).
     pub temporary: u64,
 }
 
@@ -47,10 +69,79 @@ pub enum StreamEnd {
     Damaged(String),
 }
 
+/// Identifies one connection (one stream, one recording file `streams/NNNNNN.lks`), numbered
+/// from 0 in order of arrival.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u32);
+
+impl fmt::Display for ConnId {
+    /// The six-digit form used in stream file names.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:06}", self.0)
+    }
+}
+
+/// How a connection's transport ended, as [`RunState::end_stream`] is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnClose {
+    /// End of file: the process closed the stream (clean if an `End` record came).
+    Eof,
+    /// The bytes could not be decoded past some point; the message names the problem.
+    Damaged(String),
+    /// The collector stopped listening while the process was still connected.
+    StillOpen,
+}
+
+/// Tunables of the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateOptions {
+    /// An allocation freed within this many nanoseconds is temporary. Default 1 ms.
+    pub temporary_ns: u64,
+    /// How late (in nanoseconds of event time, behind the newest event) an event may
+    /// arrive and still be placed right: freed addresses and unmaps still waiting for their
+    /// mapping are remembered this long. Default 5 s.
+    pub reorder_window_ns: u64,
+}
+
+impl Default for StateOptions {
+    fn default() -> Self {
+        StateOptions {
+            temporary_ns: 1_000_000,
+            reorder_window_ns: 5_000_000_000,
+        }
+    }
+}
+
+/// Records a stream should not contain: counted, never fatal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Anomalies {
+    /// Records that arrived before the stream's `Hello`.
+    pub records_before_hello: u64,
+    /// `Hello` records after the first one.
+    pub extra_hellos: u64,
+    /// Stack definitions that gave a defined id other frames (the first definition stays).
+    pub stack_redefinitions: u64,
+    /// Sites whose stack id was never defined (set when the stream is finished).
+    pub undefined_stacks: u64,
+    /// Unloads of module ids never loaded.
+    pub unknown_module_unloads: u64,
+    /// Mapped allocations or unmaps of an empty range (zero length, or at the very top of
+    /// the address space).
+    pub empty_ranges: u64,
+    /// Allocations whose free never arrived although a later allocation of the same
+    /// address proves it happened (an event dropped, or a path the shim does not see);
+    /// set when the stream is finished.
+    pub implied_frees: u64,
+    /// The shim was built from another protocol source than this collector.
+    pub fingerprint_mismatch: bool,
+}
+
 /// Everything known about one tracked process.
 #[derive(Debug)]
 pub struct ProcessState {
     pub hello: Hello,
+    /// Every module the process loaded, unloaded ones included (stacks recorded while they
+    /// were loaded still refer to them); see `unloaded_modules`.
     pub modules: HashMap<ModuleId, ModuleMap>,
     pub stacks: HashMap<StackId, Vec<RuntimeAddr>>,
     pub sites: HashMap<SiteKey, SiteStats>,
@@ -59,8 +150,37 @@ pub struct ProcessState {
     /// Frees whose allocation was never seen (made before tracking, or dropped).
     pub unknown_frees: u64,
     pub end: StreamEnd,
-    /// Timestamp of the last record applied.
+    /// Greatest timestamp of the records applied.
     pub last_ts: Timestamp,
+    /// The connection (and recording file) the stream came on.
+    pub stream: ConnId,
+    /// Module ids unloaded (`dlclose`), in order.
+    pub unloaded_modules: Vec<ModuleId>,
+    /// Records the stream should not contain.
+    pub anomalies: Anomalies,
+    /// Things a reader of the report should know about this process (one sentence each),
+    /// e.g. that a fork child could not inherit its parent's allocations.
+    pub notes: Vec<String>,
+}
+
+impl ProcessState {
+    /// An empty process whose stream begins with `hello` on `stream`.
+    pub fn new(hello: Hello, stream: ConnId) -> Self {
+        ProcessState {
+            hello,
+            modules: HashMap::new(),
+            stacks: HashMap::new(),
+            sites: HashMap::new(),
+            dropped: Dropped::default(),
+            unknown_frees: 0,
+            end: StreamEnd::Open,
+            last_ts: Timestamp(0),
+            stream,
+            unloaded_modules: Vec::new(),
+            anomalies: Anomalies::default(),
+            notes: Vec::new(),
+        }
+    }
 }
 
 /// All processes of one run, keyed by pid. A pid reused by a later process gets a new
@@ -68,9 +188,30 @@ pub struct ProcessState {
 #[derive(Debug, Default)]
 pub struct RunState {
     pub processes: Vec<ProcessState>,
+    /// Problems not tied to one process (a stream that never said `Hello`, ...).
+    pub warnings: Vec<String>,
+    /// Ingestion internals: live tables, connection routing, fork snapshots.
+    router: route::Router,
 }
 
 impl RunState {
+    /// An empty state with `options`.
+    pub fn new(options: StateOptions) -> Self {
+        RunState {
+            processes: Vec::new(),
+            warnings: Vec::new(),
+            router: route::Router::new(options),
+        }
+    }
+
+    /// A finished state holding `processes` (for building reports in tests).
+    pub fn from_processes(processes: Vec<ProcessState>) -> Self {
+        RunState {
+            processes,
+            ..RunState::default()
+        }
+    }
+
     /// The process whose stream is `pid`, latest first.
     pub fn process(&self, pid: Pid) -> Option<&ProcessState> {
         self.processes.iter().rev().find(|p| p.hello.pid == pid)

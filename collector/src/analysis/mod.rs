@@ -1,0 +1,135 @@
+//! Analysis: turns the finished run state into the report model. Symbolizes every stack a
+//! site refers to, removes allocator frames, merges sites with the same symbolized stack,
+//! ranks them and describes each process.
+//!
+//! - [`symbolize`]: runtime addresses to frames through module maps and ELF files.
+//! - [`frames`]: the allocator-frame table and stripping.
+//! - [`sites`]: pools, merging, ranking, `top`, totals.
+//! - [`process`]: origin, stream status and notes of a process.
+//! - [`model`]: the report model, leakscope's JSON contract.
+
+pub mod frames;
+pub mod model;
+pub mod process;
+pub mod sites;
+pub mod symbolize;
+#[cfg(test)]
+mod test_program;
+
+use crate::ingest::meta::RecordingMeta;
+use crate::state::{ProcessState, RunState, SiteKey};
+use leakscope_protocol::RuntimeAddr;
+pub use model::ReportModel;
+use model::{DroppedCounts, ProcessReport};
+pub use sites::pool_for;
+use sites::SymbolizedSite;
+use symbolize::{ModuleIndex, Symbolizer};
+
+/// What analysis does beyond the defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AnalysisOptions {
+    /// List at most this many sites per process (`None`: all of them).
+    pub top: Option<usize>,
+    /// Keep the allocator's own frames at the innermost end of each stack.
+    pub keep_allocator_frames: bool,
+}
+
+/// Builds the report model of a run.
+pub fn analyze(state: &RunState, meta: &RecordingMeta, opts: &AnalysisOptions) -> ReportModel {
+    let mut symbolizer = Symbolizer::new();
+    let processes = state
+        .processes
+        .iter()
+        .map(|p| analyze_process(p, &mut symbolizer, opts))
+        .collect();
+    let leakscope_version = if meta.leakscope_version.is_empty() {
+        env!("CARGO_PKG_VERSION").to_owned()
+    } else {
+        meta.leakscope_version.clone()
+    };
+    ReportModel {
+        leakscope_version,
+        format_version: model::FORMAT_VERSION,
+        command: meta.command.clone(),
+        exit_status: meta.exit_status,
+        signal: meta.signal,
+        processes,
+        warnings: state.warnings.clone(),
+        top: opts.top,
+    }
+}
+
+fn analyze_process(
+    process: &ProcessState,
+    symbolizer: &mut Symbolizer,
+    opts: &AnalysisOptions,
+) -> ProcessReport {
+    let index = ModuleIndex::new(&process.modules);
+    let stacks = |key: &SiteKey| {
+        process
+            .stacks
+            .get(&key.stack)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    };
+    let addrs = process.sites.keys().flat_map(|k| stacks(k).iter().copied());
+    let symbols = symbolizer.symbolize(&index, addrs);
+
+    // Sorted by key so that merging (which keeps the first part's frames) is deterministic.
+    let mut keys: Vec<_> = process.sites.keys().copied().collect();
+    keys.sort();
+    let parts: Vec<SymbolizedSite> = keys
+        .iter()
+        .map(|key| {
+            let full: Vec<_> = stacks(key)
+                .iter()
+                .flat_map(|addr: &RuntimeAddr| symbols.get(addr).into_iter().flatten().cloned())
+                .collect();
+            let pool = pool_for(key.kind, &full);
+            let frames = if opts.keep_allocator_frames {
+                full
+            } else {
+                frames::strip_allocator_frames(full)
+            };
+            SymbolizedSite {
+                kind: key.kind,
+                pool,
+                frames,
+                stats: process.sites[key],
+            }
+        })
+        .collect();
+
+    let mut merged = sites::merge_sites(&parts);
+    let totals = sites::totals(&merged);
+    sites::sort_sites(&mut merged);
+    let sites_omitted = sites::apply_top(&mut merged, opts.top);
+
+    let hello = &process.hello;
+    let (origin, parent) = process::origin(process);
+    let (stream, stream_problem) = process::stream(process);
+    ProcessReport {
+        pid: hello.pid.0,
+        ppid: hello.ppid.0,
+        command: hello.argv.join(" "),
+        argv: hello.argv.clone(),
+        exe: hello.exe.clone(),
+        origin,
+        parent,
+        stream,
+        stream_problem,
+        totals,
+        dropped: DroppedCounts {
+            allocs: process.dropped.allocs,
+            alloc_bytes: process.dropped.alloc_bytes,
+            frees: process.dropped.frees,
+        },
+        unknown_frees: process.unknown_frees,
+        sites: merged,
+        sites_omitted,
+        notes: process::notes(process),
+    }
+}
+
+#[cfg(test)]
+mod tests;

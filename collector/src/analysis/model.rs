@@ -1,0 +1,228 @@
+//! The report model: what analysis hands to the renderers. Its `serde` form is leakscope's
+//! JSON contract (`format_version` 1), so field names and their meaning stay stable.
+//!
+//! Fields marked `#[serde(skip)]` are for renderers only and are not part of the contract.
+
+use leakscope_protocol::MemoryKind;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Version of the JSON layout this build writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A whole report: the recorded command and every tracked process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReportModel {
+    /// Version of the leakscope that recorded the run.
+    pub leakscope_version: String,
+    /// [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// The command as given to `leakscope run`.
+    pub command: Vec<String>,
+    /// The command's exit code (128 + signal when a signal ended it); `None` when unknown.
+    pub exit_status: Option<i32>,
+    /// The signal that ended the command, if one did.
+    pub signal: Option<i32>,
+    /// Processes in order of first appearance.
+    pub processes: Vec<ProcessReport>,
+    /// Problems not tied to one process.
+    pub warnings: Vec<String>,
+    /// The per-process site limit analysis applied (`None`: every site is listed).
+    #[serde(skip)]
+    pub top: Option<usize>,
+}
+
+/// Which kind of memory a figure is about; serialized with [`MemoryKind::name`]'s names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Memory {
+    Host,
+    Mapped,
+    Device,
+    Pinned,
+    Managed,
+}
+
+impl Memory {
+    /// The lower-case name used in reports.
+    pub fn name(self) -> &'static str {
+        MemoryKind::from(self).name()
+    }
+}
+
+impl From<MemoryKind> for Memory {
+    fn from(kind: MemoryKind) -> Self {
+        match kind {
+            MemoryKind::Host => Memory::Host,
+            MemoryKind::Mapped => Memory::Mapped,
+            MemoryKind::Device => Memory::Device,
+            MemoryKind::Pinned => Memory::Pinned,
+            MemoryKind::Managed => Memory::Managed,
+        }
+    }
+}
+
+impl From<Memory> for MemoryKind {
+    fn from(memory: Memory) -> Self {
+        match memory {
+            Memory::Host => MemoryKind::Host,
+            Memory::Mapped => MemoryKind::Mapped,
+            Memory::Device => MemoryKind::Device,
+            Memory::Pinned => MemoryKind::Pinned,
+            Memory::Managed => MemoryKind::Managed,
+        }
+    }
+}
+
+/// How this process came to be tracked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OriginName {
+    /// Loaded the shim at program start.
+    Exec,
+    /// Forked without exec; inherited the parent's live allocations.
+    Fork,
+}
+
+/// How the process's stream ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamStatus {
+    /// Ended with an `End` record: the process exited normally.
+    Clean,
+    /// Ended with an `End` record because the process called `exec`.
+    Exec,
+    /// Stopped without an `End` record (killed, or the shim was cut off).
+    CutOff,
+    /// Still connected when the report was made.
+    Open,
+    /// Could not be read past some point (see `stream_problem`).
+    Damaged,
+}
+
+/// Everything reported about one process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProcessReport {
+    pub pid: u32,
+    pub ppid: u32,
+    /// `argv` joined by spaces.
+    pub command: String,
+    pub argv: Vec<String>,
+    pub exe: String,
+    pub origin: OriginName,
+    /// The forking parent's pid, for `origin: fork`.
+    pub parent: Option<u32>,
+    pub stream: StreamStatus,
+    /// What went wrong reading a damaged stream.
+    pub stream_problem: Option<String>,
+    pub totals: Totals,
+    pub dropped: DroppedCounts,
+    /// Frees of blocks whose allocation was never seen.
+    pub unknown_frees: u64,
+    /// Sites ranked by outstanding bytes (at most `top` of them).
+    pub sites: Vec<Site>,
+    /// Sites left out of `sites` by the `top` limit.
+    pub sites_omitted: usize,
+    /// What a reader should know about this process: the state's notes and anomalies in
+    /// words.
+    pub notes: Vec<String>,
+}
+
+/// Counters summed over sites.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub outstanding_bytes: u64,
+    pub outstanding_count: u64,
+    pub allocations: u64,
+    pub allocated_bytes: u64,
+    pub temporary: u64,
+}
+
+impl Counts {
+    /// Adds `other` to `self`, saturating.
+    pub fn add(&mut self, other: &Counts) {
+        self.outstanding_bytes = self
+            .outstanding_bytes
+            .saturating_add(other.outstanding_bytes);
+        self.outstanding_count = self
+            .outstanding_count
+            .saturating_add(other.outstanding_count);
+        self.allocations = self.allocations.saturating_add(other.allocations);
+        self.allocated_bytes = self.allocated_bytes.saturating_add(other.allocated_bytes);
+        self.temporary = self.temporary.saturating_add(other.temporary);
+    }
+}
+
+/// A process's totals over all its sites (before any `top` limit), overall and per kind
+/// of memory; `by_memory` lists only the kinds present, in [`MemoryKind::ALL`] order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    #[serde(flatten)]
+    pub all: Counts,
+    pub by_memory: BTreeMap<Memory, Counts>,
+}
+
+/// Events the shim had to drop, as last reported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DroppedCounts {
+    pub allocs: u64,
+    pub alloc_bytes: u64,
+    pub frees: u64,
+}
+
+impl DroppedCounts {
+    /// Whether nothing was dropped.
+    pub fn is_none(&self) -> bool {
+        self.allocs == 0 && self.alloc_bytes == 0 && self.frees == 0
+    }
+}
+
+/// One call site after symbolization and merging.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Site {
+    pub memory: Memory,
+    /// The allocator pool the memory came from (`malloc`, `mmap`, ...).
+    pub pool: String,
+    pub outstanding_bytes: u64,
+    pub outstanding_count: u64,
+    pub allocations: u64,
+    pub allocated_bytes: u64,
+    /// Highest outstanding bytes. For a site merged from several code addresses that share
+    /// one symbolized stack this is the sum of the parts' peaks: an upper bound, since the
+    /// parts need not have peaked at the same time.
+    pub peak_bytes: u64,
+    pub temporary: u64,
+    /// The call stack, innermost first, allocator frames removed.
+    pub frames: Vec<Frame>,
+}
+
+impl Site {
+    /// The site's counters without the peak.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            outstanding_bytes: self.outstanding_bytes,
+            outstanding_count: self.outstanding_count,
+            allocations: self.allocations,
+            allocated_bytes: self.allocated_bytes,
+            temporary: self.temporary,
+        }
+    }
+}
+
+/// One frame of a call stack. An address inside inlined code gives several frames, the
+/// innermost inlined function first, each but the last with `inlined: true`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Frame {
+    /// Demangled function name; `None` when it could not be found.
+    pub function: Option<String>,
+    /// Source file, when debug information names it.
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// File name of the module the address lies in; `None` when it lies in no known module.
+    pub module: Option<String>,
+    /// Hex: the offset into the module's file when `module` is known (stable across runs
+    /// despite address randomization), otherwise the runtime address.
+    pub address: String,
+    /// Whether this function was inlined into the next frame.
+    pub inlined: bool,
+}

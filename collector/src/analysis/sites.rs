@@ -1,0 +1,327 @@
+//! From the state's sites (one per distinct stack and memory kind) to report sites: the
+//! pool each belongs to, merging of sites with the same symbolized stack, ranking, the
+//! `top` limit and per-process totals.
+
+use crate::analysis::model::{Counts, Frame, Memory, Site, Totals};
+use crate::state::SiteStats;
+use leakscope_protocol::MemoryKind;
+use std::cmp::Reverse;
+use std::collections::HashMap;
+
+/// The allocator pool an allocation of `kind` came from, judged from its full symbolized
+/// stack (allocator frames included).
+pub fn pool_for(kind: MemoryKind, _frames: &[Frame]) -> &'static str {
+    match kind {
+        MemoryKind::Host => "malloc",
+        MemoryKind::Mapped => "mmap",
+        MemoryKind::Device => "cuda",
+        MemoryKind::Pinned => "cuda-host",
+        MemoryKind::Managed => "cuda-managed",
+    }
+}
+
+/// One state site after symbolization, before merging.
+#[derive(Clone, Debug)]
+pub struct SymbolizedSite {
+    pub kind: MemoryKind,
+    pub pool: &'static str,
+    /// Frames with allocator frames removed, innermost first.
+    pub frames: Vec<Frame>,
+    pub stats: SiteStats,
+}
+
+/// What makes two frames the same source location. Where the line is known the address
+/// is left out, so that several code addresses of one source line merge; where it is not,
+/// the address is all that tells call sites apart.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct FrameIdentity<'f> {
+    function: Option<&'f str>,
+    file: Option<&'f str>,
+    line: Option<u32>,
+    module: Option<&'f str>,
+    address: Option<&'f str>,
+    inlined: bool,
+}
+
+impl<'f> From<&'f Frame> for FrameIdentity<'f> {
+    fn from(f: &'f Frame) -> Self {
+        FrameIdentity {
+            function: f.function.as_deref(),
+            file: f.file.as_deref(),
+            line: f.line,
+            module: f.module.as_deref(),
+            address: f.line.is_none().then_some(f.address.as_str()),
+            inlined: f.inlined,
+        }
+    }
+}
+
+type SiteIdentity<'f> = (MemoryKind, &'static str, Vec<FrameIdentity<'f>>);
+
+/// Merges sites with the same memory kind, pool and symbolized frames: counts are summed,
+/// and so are peaks (an upper bound of the merged site's real peak). The merged site shows
+/// the frames (and so the addresses) of its first part in input order.
+pub fn merge_sites(parts: &[SymbolizedSite]) -> Vec<Site> {
+    let mut index: HashMap<SiteIdentity<'_>, usize> = HashMap::new();
+    let mut merged: Vec<Site> = Vec::new();
+    for part in parts {
+        let identity = (
+            part.kind,
+            part.pool,
+            part.frames.iter().map(FrameIdentity::from).collect(),
+        );
+        let slot = *index.entry(identity).or_insert_with(|| {
+            merged.push(Site {
+                memory: Memory::from(part.kind),
+                pool: part.pool.to_owned(),
+                outstanding_bytes: 0,
+                outstanding_count: 0,
+                allocations: 0,
+                allocated_bytes: 0,
+                peak_bytes: 0,
+                temporary: 0,
+                frames: part.frames.clone(),
+            });
+            merged.len() - 1
+        });
+        let site = &mut merged[slot];
+        let s = &part.stats;
+        site.outstanding_bytes = site.outstanding_bytes.saturating_add(s.outstanding_bytes);
+        site.outstanding_count = site.outstanding_count.saturating_add(s.outstanding_count);
+        site.allocations = site.allocations.saturating_add(s.allocations);
+        site.allocated_bytes = site.allocated_bytes.saturating_add(s.allocated_bytes);
+        site.peak_bytes = site.peak_bytes.saturating_add(s.peak_bytes);
+        site.temporary = site.temporary.saturating_add(s.temporary);
+    }
+    merged
+}
+
+/// Ranks sites: outstanding bytes, then allocations, both descending; then by frames,
+/// memory kind and pool so that the order is fully determined.
+pub fn sort_sites(sites: &mut [Site]) {
+    sites.sort_by(|a, b| {
+        (Reverse(a.outstanding_bytes), Reverse(a.allocations))
+            .cmp(&(Reverse(b.outstanding_bytes), Reverse(b.allocations)))
+            .then_with(|| a.frames.cmp(&b.frames))
+            .then_with(|| a.memory.cmp(&b.memory))
+            .then_with(|| a.pool.cmp(&b.pool))
+    });
+}
+
+/// Keeps the first `top` sites; returns how many were left out.
+pub fn apply_top(sites: &mut Vec<Site>, top: Option<usize>) -> usize {
+    match top {
+        Some(n) if n < sites.len() => {
+            let omitted = sites.len() - n;
+            sites.truncate(n);
+            omitted
+        }
+        _ => 0,
+    }
+}
+
+/// Totals over `sites`, overall and per memory kind present.
+pub fn totals(sites: &[Site]) -> Totals {
+    let mut totals = Totals::default();
+    for site in sites {
+        let counts = site.counts();
+        totals.all.add(&counts);
+        totals
+            .by_memory
+            .entry(site.memory)
+            .or_insert_with(Counts::default)
+            .add(&counts);
+    }
+    totals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(function: &str, line: Option<u32>, address: &str) -> Frame {
+        Frame {
+            function: Some(function.to_owned()),
+            file: line.map(|_| "main.c".to_owned()),
+            line,
+            module: Some("app".to_owned()),
+            address: address.to_owned(),
+            inlined: false,
+        }
+    }
+
+    fn stats(outstanding: u64, count: u64, allocations: u64, peak: u64) -> SiteStats {
+        SiteStats {
+            outstanding_bytes: outstanding,
+            outstanding_count: count,
+            allocations,
+            allocated_bytes: allocations * 10,
+            peak_bytes: peak,
+            temporary: 1,
+        }
+    }
+
+    fn part(kind: MemoryKind, frames: Vec<Frame>, stats: SiteStats) -> SymbolizedSite {
+        SymbolizedSite {
+            kind,
+            pool: pool_for(kind, &frames),
+            frames,
+            stats,
+        }
+    }
+
+    #[test]
+    fn merges_same_source_stack_and_sums_peaks() {
+        let parts = vec![
+            part(
+                MemoryKind::Host,
+                vec![
+                    frame("leak", Some(3), "0x10"),
+                    frame("main", Some(9), "0x40"),
+                ],
+                stats(100, 1, 2, 100),
+            ),
+            part(
+                MemoryKind::Host,
+                vec![
+                    frame("leak", Some(3), "0x14"),
+                    frame("main", Some(9), "0x40"),
+                ],
+                stats(50, 1, 3, 70),
+            ),
+            // Same frames, other kind: stays apart.
+            part(
+                MemoryKind::Mapped,
+                vec![
+                    frame("leak", Some(3), "0x10"),
+                    frame("main", Some(9), "0x40"),
+                ],
+                stats(4096, 1, 1, 4096),
+            ),
+        ];
+        let mut merged = merge_sites(&parts);
+        assert_eq!(merged.len(), 2);
+        sort_sites(&mut merged);
+        assert_eq!(merged[0].memory, Memory::Mapped);
+        assert_eq!(merged[0].pool, "mmap");
+        let host = &merged[1];
+        assert_eq!(host.pool, "malloc");
+        assert_eq!(host.outstanding_bytes, 150);
+        assert_eq!(host.outstanding_count, 2);
+        assert_eq!(host.allocations, 5);
+        assert_eq!(host.allocated_bytes, 50);
+        assert_eq!(host.peak_bytes, 170);
+        assert_eq!(host.temporary, 2);
+        assert_eq!(host.frames[0].address, "0x10", "first part's frames");
+    }
+
+    #[test]
+    fn frames_without_lines_merge_only_at_the_same_address() {
+        let parts = vec![
+            part(
+                MemoryKind::Host,
+                vec![frame("f", None, "0x10")],
+                stats(1, 1, 1, 1),
+            ),
+            part(
+                MemoryKind::Host,
+                vec![frame("f", None, "0x20")],
+                stats(1, 1, 1, 1),
+            ),
+            part(
+                MemoryKind::Host,
+                vec![frame("f", None, "0x10")],
+                stats(1, 1, 1, 1),
+            ),
+        ];
+        let merged = merge_sites(&parts);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].outstanding_bytes, 2);
+        assert_eq!(merged[1].outstanding_bytes, 1);
+    }
+
+    #[test]
+    fn sorts_by_outstanding_then_allocations_then_frames() {
+        let parts = vec![
+            part(
+                MemoryKind::Host,
+                vec![frame("c", Some(1), "0x1")],
+                stats(10, 1, 1, 10),
+            ),
+            part(
+                MemoryKind::Host,
+                vec![frame("b", Some(1), "0x1")],
+                stats(10, 1, 5, 10),
+            ),
+            part(
+                MemoryKind::Host,
+                vec![frame("a", Some(1), "0x1")],
+                stats(10, 1, 1, 10),
+            ),
+            part(
+                MemoryKind::Host,
+                vec![frame("z", Some(1), "0x1")],
+                stats(99, 1, 1, 99),
+            ),
+            part(
+                MemoryKind::Host,
+                vec![frame("y", Some(1), "0x1")],
+                stats(0, 0, 9, 10),
+            ),
+        ];
+        let mut sites = merge_sites(&parts);
+        sort_sites(&mut sites);
+        let order: Vec<_> = sites
+            .iter()
+            .map(|s| s.frames[0].function.as_deref().unwrap())
+            .collect();
+        assert_eq!(order, vec!["z", "b", "a", "c", "y"]);
+    }
+
+    #[test]
+    fn top_limits_and_counts_omitted() {
+        let parts: Vec<_> = (0..5)
+            .map(|i| {
+                part(
+                    MemoryKind::Host,
+                    vec![frame("f", Some(i), "0x1")],
+                    stats(u64::from(i), 1, 1, 1),
+                )
+            })
+            .collect();
+        let mut sites = merge_sites(&parts);
+        assert_eq!(apply_top(&mut sites, None), 0);
+        assert_eq!(sites.len(), 5);
+        assert_eq!(apply_top(&mut sites, Some(10)), 0);
+        assert_eq!(apply_top(&mut sites, Some(2)), 3);
+        assert_eq!(sites.len(), 2);
+    }
+
+    #[test]
+    fn totals_per_kind_present() {
+        let parts = vec![
+            part(
+                MemoryKind::Host,
+                vec![frame("a", Some(1), "0x1")],
+                stats(10, 1, 2, 10),
+            ),
+            part(
+                MemoryKind::Device,
+                vec![frame("b", Some(1), "0x1")],
+                stats(30, 3, 4, 30),
+            ),
+            part(
+                MemoryKind::Host,
+                vec![frame("c", Some(1), "0x1")],
+                stats(5, 1, 1, 5),
+            ),
+        ];
+        let t = totals(&merge_sites(&parts));
+        assert_eq!(t.all.outstanding_bytes, 45);
+        assert_eq!(t.all.allocations, 7);
+        assert_eq!(t.by_memory.len(), 2);
+        assert_eq!(t.by_memory[&Memory::Host].outstanding_bytes, 15);
+        assert_eq!(t.by_memory[&Memory::Device].outstanding_count, 3);
+        assert!(!t.by_memory.contains_key(&Memory::Mapped));
+    }
+}

@@ -1,0 +1,252 @@
+//! The command line (`leakscope run`, `leakscope report`) and what each subcommand does
+//! with the library: parse here, work in [`crate::run`] / [`crate::ingest`], render with
+//! [`crate::report`].
+
+use crate::analysis::{analyze, AnalysisOptions};
+use crate::error::{RecordingError, RunError};
+use crate::ingest::replay;
+use crate::report::{render, Format};
+use crate::run::{self, RunOptions};
+use crate::state::StateOptions;
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// leakscope: find the code that holds growing memory, host or GPU.
+///
+/// `leakscope run -- CMD` runs CMD with leakscope's shim preloaded, records every
+/// allocation and free of every process it starts, and reports, per call site, what is
+/// still held when it exits. The recording stays on disk; `leakscope report DIR` shows it
+/// again.
+#[derive(Debug, Parser)]
+#[command(name = "leakscope", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command under leakscope; print the report to stderr when it exits and exit
+    /// with its exit code.
+    Run(RunArgs),
+    /// Print the report of an earlier recording to stdout.
+    Report(ReportArgs),
+}
+
+/// How the report is shown.
+#[derive(Debug, Args)]
+pub struct ViewArgs {
+    /// Report format: `text` for people, `json` for programs.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Show at most N call sites per process (the N holding the most); all by default.
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+}
+
+/// Options of `leakscope run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Directory to record into; it must not exist or be empty. Default:
+    /// `./leakscope.<command name>.<leakscope's pid>`.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub view: ViewArgs,
+    /// After the command exits, wait at most this many seconds for processes it left
+    /// running (daemons, background children) to finish their streams; those still
+    /// running then are reported as open.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0, value_parser = parse_seconds)]
+    pub grace: f64,
+    /// The command to run and its arguments (put `--` before it when it has options of
+    /// its own that could be mistaken for leakscope's).
+    #[arg(value_name = "COMMAND", required = true, trailing_var_arg = true)]
+    pub command: Vec<OsString>,
+}
+
+/// Options of `leakscope report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The recording directory `leakscope run` wrote.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub view: ViewArgs,
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a number of seconds from 0 to 86400")),
+    }
+}
+
+/// Why a subcommand failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Recording(#[from] RecordingError),
+    #[error("cannot write the report: {0}")]
+    Output(io::Error),
+}
+
+impl CommandError {
+    /// The exit status for this error (see [`RunError::exit_code`]); 2 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CommandError::Run(e) => e.exit_code(),
+            _ => 2,
+        }
+    }
+}
+
+/// Carries out a parsed command line; returns the exit code (for `run`, the command's).
+pub fn execute(cli: Cli) -> Result<i32, CommandError> {
+    match cli.command {
+        Command::Run(args) => run_command(args),
+        Command::Report(args) => report_command(args),
+    }
+}
+
+fn run_command(args: RunArgs) -> Result<i32, CommandError> {
+    let opts = RunOptions {
+        command: args.command,
+        out: args.out,
+        format: args.view.format,
+        top: args.view.top,
+        grace: Duration::from_secs_f64(args.grace),
+        state: StateOptions::default(),
+    };
+    let stderr = io::stderr();
+    let mut out = stderr.lock();
+    let outcome = run::run(&opts, &mut out)?;
+    for w in &outcome.warnings {
+        let _ = writeln!(out, "leakscope: warning: {w}");
+    }
+    let _ = writeln!(
+        out,
+        "leakscope: recording in {} (show it again: leakscope report {})",
+        outcome.dir.display(),
+        outcome.dir.display()
+    );
+    Ok(outcome.exit_code)
+}
+
+fn report_command(args: ReportArgs) -> Result<i32, CommandError> {
+    let loaded = replay::load(&args.dir, StateOptions::default())?;
+    for w in &loaded.state.warnings {
+        eprintln!("leakscope: warning: {w}");
+    }
+    let model = analyze(
+        &loaded.state,
+        &loaded.meta,
+        &AnalysisOptions {
+            top: args.view.top,
+            ..AnalysisOptions::default()
+        },
+    );
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let written = render(args.view.format, &model, &mut out).and_then(|()| out.flush());
+    match written {
+        // `leakscope report DIR | head`: the reader has all it wanted.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(CommandError::Output(e)),
+        Ok(()) => Ok(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("leakscope").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_the_command_after_its_options() {
+        let cli = parse(&[
+            "run", "--out", "d", "--top", "5", "--format", "json", "--", "ls", "-l",
+        ])
+        .unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(a.out, Some(PathBuf::from("d")));
+        assert_eq!(a.view.top, Some(5));
+        assert_eq!(a.view.format, Format::Json);
+        assert_eq!(a.command, vec![OsString::from("ls"), OsString::from("-l")]);
+        assert_eq!(a.grace, 2.0);
+        // Without `--`, the command's own options stay its own.
+        let Command::Run(a) = parse(&["run", "python3", "-c", "print(1)", "--top", "3"])
+            .unwrap()
+            .command
+        else {
+            panic!("not run")
+        };
+        assert_eq!(a.command.len(), 5);
+        assert_eq!(a.view.top, None);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = parse(&["run", "--bogus", "--", "ls"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+        assert!(e.to_string().contains("--bogus"), "{e}");
+        let e = parse(&["run"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let e = parse(&["report"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(e.to_string().contains("<DIR>"), "{e}");
+        let e = parse(&["report", "d", "--format", "xml"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        let e = parse(&["run", "--grace=-1", "--", "ls"]).unwrap_err();
+        assert!(e.to_string().contains("seconds"), "{e}");
+        assert_eq!(parse(&[]).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn report_of_a_missing_directory_is_a_clear_error() {
+        let t = tempfile::tempdir().unwrap();
+        let missing = t.path().join("nope");
+        let cli = parse(&["report", missing.to_str().unwrap()]).unwrap();
+        let e = execute(cli).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            matches!(e, CommandError::Recording(RecordingError::Missing { .. })),
+            "{e}"
+        );
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn help_documents_every_option() {
+        for sub in ["run", "report"] {
+            let mut cmd = Cli::command();
+            let sc = cmd.find_subcommand_mut(sub).unwrap();
+            for arg in sc.get_arguments() {
+                if arg.get_id() == "help" || arg.get_id() == "version" {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some(),
+                    "{sub} {} has no help",
+                    arg.get_id()
+                );
+            }
+        }
+    }
+}

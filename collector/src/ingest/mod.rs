@@ -1,0 +1,18 @@
+//! Ingestion: streams into the state, live or from a recording, and the recording itself.
+//!
+//! - [`meta`]: `meta.json`, what was run and how it ended.
+//! - [`recording`]: the recording directory's layout, creating it, finding its contents.
+//! - [`tee`]: copying a live stream's bytes to its file as they arrive.
+//! - [`decode`]: one stream's frames through the wire decoder, damage included.
+//! - [`pipeline`]: live ingestion, a reader thread per connection and one state thread.
+//! - [`replay`]: reading a recording back into a state.
+
+pub mod decode;
+pub mod meta;
+pub mod pipeline;
+pub mod recording;
+pub mod replay;
+pub mod tee;
+
+#[cfg(test)]
+mod tests;

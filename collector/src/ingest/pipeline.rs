@@ -1,0 +1,181 @@
+//! Live ingestion: one reader thread per connection tees the raw bytes into the
+//! connection's stream file and decodes frames; every frame goes, as (connection, records),
+//! over one bounded channel to the single state thread, which applies them in arrival order
+//! (so the state needs no locks). A full channel makes readers wait, which in turn makes the
+//! shim wait or drop and count.
+
+use crate::error::RunError;
+use crate::ingest::decode::decode_stream;
+use crate::ingest::recording::Recording;
+use crate::ingest::tee::Tee;
+use crate::state::{ConnClose, ConnId, RunState, StateOptions};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use leakscope_protocol::Record;
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+/// Frames in flight between the readers and the state thread.
+const CHANNEL_FRAMES: usize = 1024;
+
+/// What readers tell the state thread.
+#[derive(Debug)]
+enum Msg {
+    Records(ConnId, Vec<Record>),
+    Closed(ConnId, ConnClose),
+    Warning(String),
+}
+
+struct Conn {
+    id: ConnId,
+    /// A second handle on the socket, to stop a reader that is still connected.
+    stream: UnixStream,
+    stopped: Arc<AtomicBool>,
+    reader: JoinHandle<()>,
+}
+
+/// See the module documentation.
+pub struct Pipeline {
+    tx: Sender<Msg>,
+    state: JoinHandle<RunState>,
+    conns: Vec<Conn>,
+    next: u32,
+    open: Arc<AtomicUsize>,
+}
+
+/// What live ingestion produced.
+#[derive(Debug)]
+pub struct Ingested {
+    pub state: RunState,
+    /// Connections that were still open when ingestion stopped.
+    pub still_open: Vec<ConnId>,
+}
+
+impl Pipeline {
+    /// Starts the state thread.
+    pub fn start(options: StateOptions) -> Result<Self, RunError> {
+        let (tx, rx) = bounded(CHANNEL_FRAMES);
+        let state = thread::Builder::new()
+            .name("leakscope-state".into())
+            .spawn(move || state_thread(rx, options))
+            .map_err(RunError::Thread)?;
+        Ok(Pipeline {
+            tx,
+            state,
+            conns: Vec::new(),
+            next: 0,
+            open: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// Takes a new connection: creates its stream file in `recording` and starts its
+    /// reader.
+    pub fn add(&mut self, stream: UnixStream, recording: &Recording) -> Result<ConnId, RunError> {
+        let id = ConnId(self.next);
+        self.next += 1;
+        let (file, path) = recording.create_stream(id)?;
+        let handle = stream.try_clone().map_err(RunError::Thread)?;
+        let stopped = Arc::new(AtomicBool::new(false));
+        let (tx, open, stop) = (self.tx.clone(), self.open.clone(), stopped.clone());
+        open.fetch_add(1, Ordering::SeqCst);
+        let name = path.display().to_string();
+        let reader = thread::Builder::new()
+            .name(format!("leakscope-read-{id}"))
+            .spawn(move || {
+                read_connection(id, stream, file, &name, &tx, &stop);
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        let reader = match reader {
+            Ok(r) => r,
+            Err(e) => {
+                self.open.fetch_sub(1, Ordering::SeqCst);
+                return Err(RunError::Thread(e));
+            }
+        };
+        self.conns.push(Conn {
+            id,
+            stream: handle,
+            stopped,
+            reader,
+        });
+        Ok(id)
+    }
+
+    /// Connections whose reader has not finished.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Stops every reader still connected (their processes are reported as open), waits
+    /// for all of them and for the state thread, and returns the finished state.
+    pub fn finish(self) -> Ingested {
+        let mut still_open = Vec::new();
+        for c in &self.conns {
+            if !c.reader.is_finished() {
+                c.stopped.store(true, Ordering::SeqCst);
+                let _ = c.stream.shutdown(Shutdown::Read);
+                still_open.push(c.id);
+            }
+        }
+        for c in self.conns {
+            if c.reader.join().is_err() {
+                still_open.retain(|id| *id != c.id);
+            }
+        }
+        drop(self.tx);
+        let state = self.state.join().unwrap_or_else(|_| {
+            let mut s = RunState::default();
+            s.warnings
+                .push("the state thread failed: nothing could be accounted".into());
+            s
+        });
+        Ingested { state, still_open }
+    }
+}
+
+fn read_connection(
+    id: ConnId,
+    stream: UnixStream,
+    file: std::fs::File,
+    name: &str,
+    tx: &Sender<Msg>,
+    stopped: &AtomicBool,
+) {
+    let tee = Tee::new(stream, file);
+    let ended = decode_stream(tee, name, |records| {
+        let _ = tx.send(Msg::Records(id, records));
+    });
+    let mut tee = ended.source;
+    let close = match ended.close {
+        // Cut mid-frame by our own stop: the process is still running.
+        _ if stopped.load(Ordering::SeqCst) => ConnClose::StillOpen,
+        ConnClose::Damaged(m) => {
+            // Undecodable, but every byte still goes to the recording.
+            let _ = std::io::copy(&mut tee, &mut std::io::sink());
+            ConnClose::Damaged(m)
+        }
+        other => other,
+    };
+    if let Some(e) = tee.take_error() {
+        let _ = tx.send(Msg::Warning(format!(
+            "{name}: recording stopped after {} bytes: {e}; the report is complete, the recording is not",
+            tee.written()
+        )));
+    }
+    let _ = tx.send(Msg::Closed(id, close));
+}
+
+fn state_thread(rx: Receiver<Msg>, options: StateOptions) -> RunState {
+    let mut state = RunState::new(options);
+    for msg in rx {
+        match msg {
+            Msg::Records(conn, records) => state.apply_all(conn, records),
+            Msg::Closed(conn, how) => state.end_stream(conn, how),
+            Msg::Warning(w) => state.warnings.push(w),
+        }
+    }
+    state.finish();
+    state
+}

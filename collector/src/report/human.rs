@@ -1,0 +1,44 @@
+//! Human-readable numbers for the text report: byte sizes in binary units.
+
+/// `bytes` as `512 B`, `200.00 KiB`, `1.50 MiB`, `3.00 GiB` (GiB for anything larger).
+pub fn bytes(bytes: u64) -> String {
+    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.2} {}", UNITS[unit])
+}
+
+/// `n` followed by `singular` or `plural` as fits.
+pub fn count(n: u64, singular: &str, plural: &str) -> String {
+    format!("{n} {}", if n == 1 { singular } else { plural })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1024), "1.00 KiB");
+        assert_eq!(bytes(204_800), "200.00 KiB");
+        assert_eq!(bytes(1536 * 1024), "1.50 MiB");
+        assert_eq!(bytes(3 << 30), "3.00 GiB");
+        assert_eq!(bytes(5 << 40), "5120.00 GiB");
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(count(1, "block", "blocks"), "1 block");
+        assert_eq!(count(0, "block", "blocks"), "0 blocks");
+        assert_eq!(count(7, "block", "blocks"), "7 blocks");
+    }
+}

@@ -1,0 +1,196 @@
+//! The JSON report: the report model serialized as it is (the model is the contract).
+
+use crate::analysis::model::ReportModel;
+use crate::report::Report;
+use std::io::{self, Write};
+
+/// Writes the model as JSON followed by a newline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JsonReport {
+    /// Indent for people reading it; compact otherwise.
+    pub pretty: bool,
+}
+
+impl Default for JsonReport {
+    fn default() -> Self {
+        JsonReport { pretty: true }
+    }
+}
+
+impl Report for JsonReport {
+    fn render(&self, model: &ReportModel, out: &mut dyn Write) -> io::Result<()> {
+        let result = if self.pretty {
+            serde_json::to_writer_pretty(&mut *out, model)
+        } else {
+            serde_json::to_writer(&mut *out, model)
+        };
+        result.map_err(io::Error::from)?;
+        out.write_all(b"\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixture;
+    use serde_json::Value;
+
+    fn keys(value: &Value) -> Vec<&str> {
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    fn sorted(mut want: Vec<&str>) -> Vec<&str> {
+        want.sort_unstable();
+        want
+    }
+
+    fn parse(report: JsonReport) -> (String, Value) {
+        let mut out = Vec::new();
+        report.render(&fixture::model(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let value = serde_json::from_str(&text).expect("valid JSON");
+        (text, value)
+    }
+
+    #[test]
+    fn field_names_follow_the_contract() {
+        let (text, v) = parse(JsonReport::default());
+        assert!(text.ends_with("}\n"));
+        assert_eq!(
+            keys(&v),
+            sorted(vec![
+                "leakscope_version",
+                "format_version",
+                "command",
+                "exit_status",
+                "signal",
+                "processes",
+                "warnings"
+            ])
+        );
+        assert_eq!(v["format_version"], 1);
+        assert_eq!(v["exit_status"], 137);
+        assert_eq!(v["signal"], 9);
+        assert_eq!(v["command"], serde_json::json!(["./app", "--leak"]));
+
+        let p = &v["processes"][0];
+        assert_eq!(
+            keys(p),
+            sorted(vec![
+                "pid",
+                "ppid",
+                "command",
+                "argv",
+                "exe",
+                "origin",
+                "parent",
+                "stream",
+                "stream_problem",
+                "totals",
+                "dropped",
+                "unknown_frees",
+                "sites",
+                "sites_omitted",
+                "notes"
+            ])
+        );
+        assert_eq!(p["command"], "./app --leak");
+        assert_eq!(p["origin"], "exec");
+        assert_eq!(p["parent"], Value::Null);
+        assert_eq!(p["stream"], "clean");
+        assert_eq!(p["stream_problem"], Value::Null);
+
+        let counts = vec![
+            "outstanding_bytes",
+            "outstanding_count",
+            "allocations",
+            "allocated_bytes",
+            "temporary",
+        ];
+        let mut totals = counts.clone();
+        totals.push("by_memory");
+        assert_eq!(keys(&p["totals"]), sorted(totals));
+        assert_eq!(keys(&p["totals"]["by_memory"]), vec!["host", "mapped"]);
+        assert_eq!(keys(&p["totals"]["by_memory"]["host"]), sorted(counts));
+        assert_eq!(
+            p["totals"]["by_memory"]["mapped"]["outstanding_bytes"],
+            1 << 20
+        );
+        assert_eq!(
+            keys(&p["dropped"]),
+            sorted(vec!["allocs", "alloc_bytes", "frees"])
+        );
+
+        let site = &p["sites"][1];
+        assert_eq!(
+            keys(site),
+            sorted(vec![
+                "memory",
+                "pool",
+                "outstanding_bytes",
+                "outstanding_count",
+                "allocations",
+                "allocated_bytes",
+                "peak_bytes",
+                "temporary",
+                "frames"
+            ])
+        );
+        assert_eq!(site["memory"], "host");
+        assert_eq!(site["pool"], "malloc");
+        assert_eq!(p["sites"][0]["memory"], "mapped");
+        let frame = &site["frames"][0];
+        assert_eq!(
+            keys(frame),
+            sorted(vec![
+                "function", "file", "line", "module", "address", "inlined"
+            ])
+        );
+        assert_eq!(frame["function"], "fill_cache");
+        assert_eq!(frame["line"], 12);
+        assert_eq!(frame["inlined"], true);
+        assert_eq!(frame["address"], "0x1180");
+        let unknown = &p["sites"][0]["frames"][0];
+        assert_eq!(unknown["function"], Value::Null);
+        assert_eq!(unknown["file"], Value::Null);
+        assert_eq!(unknown["line"], Value::Null);
+        assert_eq!(unknown["module"], Value::Null);
+
+        let child = &v["processes"][1];
+        assert_eq!(child["origin"], "fork");
+        assert_eq!(child["parent"], 4242);
+        assert_eq!(child["stream"], "damaged");
+        assert_eq!(child["stream_problem"], "truncated frame");
+        assert_eq!(keys(&child["totals"]["by_memory"]), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn stream_names() {
+        use crate::analysis::model::StreamStatus;
+        for (status, name) in [
+            (StreamStatus::Clean, "clean"),
+            (StreamStatus::Exec, "exec"),
+            (StreamStatus::CutOff, "cut_off"),
+            (StreamStatus::Open, "open"),
+            (StreamStatus::Damaged, "damaged"),
+        ] {
+            assert_eq!(serde_json::to_value(status).unwrap(), name);
+        }
+    }
+
+    #[test]
+    fn compact_and_pretty_carry_the_same_model() {
+        let (compact, a) = parse(JsonReport { pretty: false });
+        let (pretty, b) = parse(JsonReport::default());
+        assert_eq!(a, b);
+        assert_eq!(compact.lines().count(), 1);
+        assert!(pretty.lines().count() > 1);
+    }
+}

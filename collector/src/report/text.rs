@@ -1,0 +1,348 @@
+//! The text report, for people: per process a header, totals per kind of memory, dropped
+//! events, then the sites holding the most memory with their stacks, and a short list of
+//! the sites that churned the most while freeing everything.
+
+use crate::analysis::model::{
+    Counts, Frame, OriginName, ProcessReport, ReportModel, Site, StreamStatus,
+};
+use crate::report::human::{bytes, count};
+use crate::report::Report;
+use std::io::{self, Write};
+
+/// Renders the text report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextReport {
+    /// Sites with outstanding memory listed per process when analysis set no limit.
+    pub default_top: usize,
+    /// Sites that freed everything listed per process.
+    pub churn_sites: usize,
+}
+
+impl Default for TextReport {
+    fn default() -> Self {
+        TextReport {
+            default_top: 20,
+            churn_sites: 5,
+        }
+    }
+}
+
+const INDENT: &str = "   ";
+const FRAME_INDENT: &str = "         ";
+
+impl Report for TextReport {
+    fn render(&self, model: &ReportModel, out: &mut dyn Write) -> io::Result<()> {
+        let command = if model.command.is_empty() {
+            "(unknown command)".to_owned()
+        } else {
+            model.command.join(" ")
+        };
+        writeln!(
+            out,
+            "leakscope {} report: {command}",
+            model.leakscope_version
+        )?;
+        writeln!(out, "{}", run_outcome(model))?;
+        writeln!(
+            out,
+            "{} tracked",
+            count(model.processes.len() as u64, "process", "processes")
+        )?;
+        for warning in &model.warnings {
+            writeln!(out, "warning: {warning}")?;
+        }
+        let limit = model.top.unwrap_or(self.default_top);
+        for process in &model.processes {
+            writeln!(out)?;
+            self.process(process, limit, out)?;
+        }
+        Ok(())
+    }
+}
+
+fn run_outcome(model: &ReportModel) -> String {
+    match (model.signal, model.exit_status) {
+        (Some(signal), Some(status)) => {
+            format!("command ended by signal {signal} (exit status {status})")
+        }
+        (Some(signal), None) => format!("command ended by signal {signal}"),
+        (None, Some(status)) => format!("command exited with status {status}"),
+        (None, None) => "command exit status unknown".to_owned(),
+    }
+}
+
+fn stream_text(p: &ProcessReport) -> String {
+    match p.stream {
+        StreamStatus::Clean => "exited".to_owned(),
+        StreamStatus::Exec => "replaced itself by exec".to_owned(),
+        StreamStatus::CutOff => "stream cut off (killed, or crashed before exit)".to_owned(),
+        StreamStatus::Open => "still running when reported".to_owned(),
+        StreamStatus::Damaged => format!(
+            "stream damaged: {}",
+            p.stream_problem.as_deref().unwrap_or("unknown problem")
+        ),
+    }
+}
+
+impl TextReport {
+    fn process(&self, p: &ProcessReport, limit: usize, out: &mut dyn Write) -> io::Result<()> {
+        let command = if p.command.is_empty() {
+            &p.exe
+        } else {
+            &p.command
+        };
+        writeln!(out, "== process {}  {command}", p.pid)?;
+        let origin = match (p.origin, p.parent) {
+            (OriginName::Exec, _) => "started by exec".to_owned(),
+            (OriginName::Fork, Some(parent)) => format!("forked from {parent}"),
+            (OriginName::Fork, None) => "forked".to_owned(),
+        };
+        writeln!(
+            out,
+            "{INDENT}exe {} · ppid {} · {origin} · {}",
+            p.exe,
+            p.ppid,
+            stream_text(p)
+        )?;
+        totals_table(p, out)?;
+        dropped(p, out)?;
+        writeln!(out, "{INDENT}unknown frees: {}", p.unknown_frees)?;
+        for note in &p.notes {
+            writeln!(out, "{INDENT}note: {note}")?;
+        }
+
+        let (holding, churn): (Vec<_>, Vec<_>) = p
+            .sites
+            .iter()
+            .enumerate()
+            .partition(|(_, s)| s.outstanding_bytes > 0);
+        for (rank, site) in holding.iter().take(limit) {
+            writeln!(out)?;
+            write_site(*rank, site, out)?;
+        }
+        let hidden = holding.len().saturating_sub(limit) + p.sites_omitted;
+        if hidden > 0 {
+            writeln!(out)?;
+            writeln!(
+                out,
+                "{INDENT}... {} not shown (raise --top to list more)",
+                count(hidden as u64, "more site", "more sites")
+            )?;
+        }
+        let mut churn: Vec<_> = churn
+            .into_iter()
+            .filter(|(_, s)| s.allocations > 0)
+            .collect();
+        churn
+            .sort_by(|(ra, a), (rb, b)| b.allocated_bytes.cmp(&a.allocated_bytes).then(ra.cmp(rb)));
+        if !churn.is_empty() && self.churn_sites > 0 {
+            writeln!(out)?;
+            writeln!(
+                out,
+                "{INDENT}sites that freed everything (churn), by bytes allocated:"
+            )?;
+            for (rank, site) in churn.iter().take(self.churn_sites) {
+                writeln!(out)?;
+                write_churn_site(*rank, site, out)?;
+            }
+            if churn.len() > self.churn_sites {
+                writeln!(
+                    out,
+                    "{INDENT}... {} more",
+                    count((churn.len() - self.churn_sites) as u64, "site", "sites")
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn totals_table(p: &ProcessReport, out: &mut dyn Write) -> io::Result<()> {
+    if p.totals.by_memory.is_empty() {
+        return writeln!(out, "{INDENT}no allocations recorded");
+    }
+    writeln!(
+        out,
+        "{INDENT}{:<8} {:>12} {:>10} {:>12} {:>12} {:>10}",
+        "memory", "outstanding", "blocks", "allocations", "allocated", "temporary"
+    )?;
+    let row = |name: &str, c: &Counts, out: &mut dyn Write| {
+        writeln!(
+            out,
+            "{INDENT}{name:<8} {:>12} {:>10} {:>12} {:>12} {:>10}",
+            bytes(c.outstanding_bytes),
+            c.outstanding_count,
+            c.allocations,
+            bytes(c.allocated_bytes),
+            c.temporary
+        )
+    };
+    for (memory, counts) in &p.totals.by_memory {
+        row(memory.name(), counts, out)?;
+    }
+    if p.totals.by_memory.len() > 1 {
+        row("total", &p.totals.all, out)?;
+    }
+    Ok(())
+}
+
+fn dropped(p: &ProcessReport, out: &mut dyn Write) -> io::Result<()> {
+    let d = &p.dropped;
+    if d.is_none() {
+        return writeln!(out, "{INDENT}dropped events: none");
+    }
+    writeln!(
+        out,
+        "{INDENT}dropped events: {} ({}), {}",
+        count(d.allocs, "allocation", "allocations"),
+        bytes(d.alloc_bytes),
+        count(d.frees, "free", "frees")
+    )?;
+    writeln!(
+        out,
+        "{INDENT}warning: the shim could not keep up; outstanding figures may be inflated \
+         (dropped frees) or miss memory (dropped allocations)"
+    )
+}
+
+/// A site still holding memory: its figures, then its stack.
+fn write_site(rank: usize, s: &Site, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "{INDENT}#{}  {} outstanding in {} (peak {}), {}, {} temporary  [{} · {}]",
+        rank + 1,
+        bytes(s.outstanding_bytes),
+        count(s.outstanding_count, "block", "blocks"),
+        bytes(s.peak_bytes),
+        count(s.allocations, "allocation", "allocations"),
+        s.temporary,
+        s.memory.name(),
+        s.pool
+    )?;
+    write_frames(s, out)
+}
+
+/// A site that freed everything: how much it went through, then its stack.
+fn write_churn_site(rank: usize, s: &Site, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "{INDENT}#{}  {} allocated in {}, all freed (peak {}), {} temporary  [{} · {}]",
+        rank + 1,
+        bytes(s.allocated_bytes),
+        count(s.allocations, "allocation", "allocations"),
+        bytes(s.peak_bytes),
+        s.temporary,
+        s.memory.name(),
+        s.pool
+    )?;
+    write_frames(s, out)
+}
+
+fn write_frames(s: &Site, out: &mut dyn Write) -> io::Result<()> {
+    if s.frames.is_empty() {
+        return writeln!(out, "{FRAME_INDENT}(no frames beyond the allocator)");
+    }
+    for frame in &s.frames {
+        writeln!(out, "{FRAME_INDENT}{}", frame_line(frame))?;
+    }
+    Ok(())
+}
+
+/// `function  file:line  (module)`, with what is unknown left out.
+fn frame_line(f: &Frame) -> String {
+    let mut line = match &f.function {
+        Some(function) => function.clone(),
+        None => format!("[unknown] {}", f.address),
+    };
+    match (&f.file, f.line) {
+        (Some(file), Some(n)) => line.push_str(&format!("  {file}:{n}")),
+        (Some(file), None) => line.push_str(&format!("  {file}")),
+        (None, _) => {}
+    }
+    match &f.module {
+        Some(module) => line.push_str(&format!("  ({module})")),
+        None => line.push_str("  (no module)"),
+    }
+    if f.inlined {
+        line.push_str("  [inlined]");
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixture;
+
+    fn render(model: &ReportModel) -> String {
+        let mut out = Vec::new();
+        TextReport::default().render(model, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn renders_header_totals_and_sites() {
+        let text = render(&fixture::model());
+        let lines: Vec<&str> = text.lines().collect();
+        let has = |want: &str| {
+            assert!(
+                lines.iter().any(|l| l.trim_end() == want),
+                "missing line {want:?} in:\n{text}"
+            )
+        };
+        has("leakscope 0.1.0 report: ./app --leak");
+        has("command ended by signal 9 (exit status 137)");
+        has("2 processes tracked");
+        has("== process 4242  ./app --leak");
+        has("   exe /opt/app · ppid 1 · started by exec · exited");
+        has("   memory    outstanding     blocks  allocations    allocated  temporary");
+        has("   host       200.00 KiB        200          250   300.00 KiB         50");
+        has("   mapped       1.00 MiB          1            1     1.00 MiB          0");
+        has("   total        1.20 MiB        201          251     1.29 MiB         50");
+        has("   dropped events: none");
+        has("   unknown frees: 0");
+        has("   #1  1.00 MiB outstanding in 1 block (peak 1.00 MiB), 1 allocation, 0 temporary  [mapped · mmap]");
+        has("   #2  200.00 KiB outstanding in 200 blocks (peak 200.00 KiB), 200 allocations, 0 temporary  [host · malloc]");
+        has("         fill_cache  src/cache.c:12  (app)  [inlined]");
+        has("         leak_here  src/main.c:20  (app)");
+        has("         main  src/main.c:30  (app)");
+        has("         [unknown] 0x2040  (libgone.so)");
+        has("         [unknown] 0x42  (no module)");
+        has("   sites that freed everything (churn), by bytes allocated:");
+        has("   #3  100.00 KiB allocated in 1000 allocations, all freed (peak 64.00 KiB), 990 temporary  [host · malloc]");
+        has("         churn  src/main.c:40  (app)");
+
+        has("== process 4243  ./app --leak");
+        has("   exe /opt/app · ppid 4242 · forked from 4242 · stream damaged: truncated frame");
+        has("   dropped events: 3 allocations (300 B), 1 free");
+        has("   no allocations recorded");
+        has("   unknown frees: 2");
+        has("   note: inherited nothing: the parent's fork record never arrived");
+        has("warning: a stream never said Hello");
+    }
+
+    #[test]
+    fn limits_sites_listed() {
+        let mut model = fixture::model();
+        model.top = Some(1);
+        let text = render(&model);
+        assert!(text.contains("#1  1.00 MiB outstanding"));
+        assert!(!text.contains("#2  200.00 KiB"));
+        assert!(text.contains("... 1 more site not shown"));
+        // Analysis-side truncation is reported too.
+        let mut model = fixture::model();
+        model.processes[0].sites_omitted = 4;
+        assert!(render(&model).contains("... 4 more sites not shown"));
+    }
+
+    #[test]
+    fn default_limit_is_twenty() {
+        let mut model = fixture::model();
+        let site = model.processes[0].sites[1].clone();
+        model.processes[0].sites = vec![site; 25];
+        let text = render(&model);
+        assert!(text.contains("#20  "));
+        assert!(!text.contains("#21  "));
+        assert!(text.contains("... 5 more sites not shown"));
+    }
+}

@@ -1,0 +1,199 @@
+//! `leakscope run`: finds the shim, creates the recording, listens, starts the command with
+//! the shim preloaded, takes every connection the command's processes open, waits for the
+//! command and then (for a grace period) for streams still open, and reports.
+//!
+//! - [`shim`]: where the shim is.
+//! - [`socket`]: the listening socket.
+//! - [`signals`]: outliving Ctrl-C and forwarding SIGINT / SIGTERM to the command.
+//! - [`child`]: starting the command, its exit code.
+
+pub mod child;
+pub mod shim;
+pub mod signals;
+pub mod socket;
+
+use crate::analysis::{analyze, AnalysisOptions};
+use crate::error::RunError;
+use crate::ingest::meta::RecordingMeta;
+use crate::ingest::pipeline::{Ingested, Pipeline};
+use crate::ingest::recording::Recording;
+use crate::report::{render, Format};
+use crate::state::StateOptions;
+use socket::Listener;
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// How often the run loop looks at the command while waiting for connections.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Everything `leakscope run` needs to know.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The command and its arguments.
+    pub command: Vec<OsString>,
+    /// The recording directory; `None`: `./leakscope.<command>.<pid>`.
+    pub out: Option<PathBuf>,
+    pub format: Format,
+    pub top: Option<usize>,
+    /// How long to wait, after the command exits, for streams still open.
+    pub grace: Duration,
+    pub state: StateOptions,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The command's exit code (128 + signal when a signal killed it).
+    pub exit_code: i32,
+    /// Where the recording is.
+    pub dir: PathBuf,
+    /// Things to tell the user besides the report (one line each).
+    pub warnings: Vec<String>,
+}
+
+/// The default recording directory for `program`: `./leakscope.<basename>.<pid>`.
+pub fn default_dir(program: &std::ffi::OsStr) -> PathBuf {
+    let base = Path::new(program)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "command".into());
+    PathBuf::from(format!("leakscope.{base}.{}", std::process::id()))
+}
+
+/// Runs the command under leakscope and writes the report to `report`.
+pub fn run(opts: &RunOptions, report: &mut dyn Write) -> Result<RunOutcome, RunError> {
+    let program = opts.command.first().ok_or(RunError::NoCommand)?;
+    let shim = shim::locate()?;
+    let dir = opts.out.clone().unwrap_or_else(|| default_dir(program));
+    let recording = Recording::create(&dir)?;
+    let command: Vec<String> = opts
+        .command
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut meta = RecordingMeta::starting(command);
+    recording.write_meta(&meta)?;
+    let listener = Listener::bind()?;
+    let signals = signals::install().map_err(RunError::Signals)?;
+    let mut pipeline = Pipeline::start(opts.state)?;
+    let mut warnings = Vec::new();
+    let child = match child::spawn(&opts.command, &shim, &listener.env_value()) {
+        Ok(c) => c,
+        Err(e) => {
+            drop(pipeline.finish());
+            if recording.created_dir() {
+                remove_unused(&dir);
+            }
+            return Err(e);
+        }
+    };
+    signals::set_child(child.id());
+    let status = supervise(
+        &listener,
+        &mut pipeline,
+        &recording,
+        child,
+        opts.grace,
+        &mut warnings,
+    );
+    signals::clear_child();
+    let status = status?;
+    let Ingested { state, still_open } = pipeline.finish();
+    let (exit_code, signal) = child::exit_code(status);
+    meta.exit_status = Some(exit_code);
+    meta.signal = signal;
+    meta.open_streams = still_open.iter().map(|c| c.0).collect();
+    if let Err(e) = recording.write_meta(&meta) {
+        warnings.push(e.to_string());
+    }
+    let model = analyze(
+        &state,
+        &meta,
+        &AnalysisOptions {
+            top: opts.top,
+            ..AnalysisOptions::default()
+        },
+    );
+    render(opts.format, &model, report).map_err(RunError::Report)?;
+    drop(signals);
+    warnings.extend(state.warnings);
+    Ok(RunOutcome {
+        exit_code,
+        dir,
+        warnings,
+    })
+}
+
+/// Accepts connections until the command has exited and every stream is closed, or the
+/// grace period after its exit is over.
+fn supervise(
+    listener: &Listener,
+    pipeline: &mut Pipeline,
+    recording: &Recording,
+    mut child: Child,
+    grace: Duration,
+    warnings: &mut Vec<String>,
+) -> Result<ExitStatus, RunError> {
+    let mut exited: Option<(ExitStatus, Instant)> = None;
+    loop {
+        let pending = listener.wait(POLL);
+        if pending {
+            accept_all(listener, pipeline, recording, warnings);
+        }
+        if exited.is_none() {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    signals::clear_child();
+                    exited = Some((status, Instant::now()));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(RunError::Wait(e)),
+            }
+        }
+        if let Some((status, at)) = exited {
+            let idle = pipeline.open_connections() == 0 && !listener.wait(Duration::ZERO);
+            if idle || at.elapsed() >= grace {
+                return Ok(status);
+            }
+        }
+    }
+}
+
+fn accept_all(
+    listener: &Listener,
+    pipeline: &mut Pipeline,
+    recording: &Recording,
+    warnings: &mut Vec<String>,
+) {
+    loop {
+        match listener.accept() {
+            Ok(Some(stream)) => {
+                if let Err(e) = pipeline.add(stream, recording) {
+                    warnings.push(format!("a process's stream was refused: {e}"));
+                }
+            }
+            Ok(None) => return,
+            Err(e) => {
+                // Out of descriptors, say: do not spin on a socket that stays readable.
+                let w = format!("cannot accept a connection: {e}");
+                if !warnings.contains(&w) {
+                    warnings.push(w);
+                }
+                std::thread::sleep(POLL);
+                return;
+            }
+        }
+    }
+}
+
+/// Removes a recording directory that holds nothing recorded (the command never started).
+fn remove_unused(dir: &Path) {
+    let streams = dir.join(crate::ingest::recording::STREAMS_DIR);
+    if std::fs::remove_dir(&streams).is_ok() {
+        let _ = std::fs::remove_file(dir.join(crate::ingest::recording::META_FILE));
+        let _ = std::fs::remove_dir(dir);
+    }
+}

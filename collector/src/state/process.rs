@@ -1,0 +1,195 @@
+//! Applying one record to one process: modules, stacks, the live tables (through which the
+//! site statistics change), drop counts and the end of the stream. `Hello` and routing are
+//! `route.rs`'s; a `Fork` record is handed back as a snapshot for it.
+
+use crate::state::fork::Snapshot;
+use crate::state::live::{Block, BlockKey, Horizon, LiveTable, Tally};
+use crate::state::mapped::MappedTable;
+use crate::state::sites::SiteBook;
+use crate::state::{ProcessState, StateOptions, StreamEnd};
+use leakscope_protocol::{MemoryKind, ModuleId, Record, StackId, Timestamp};
+use std::collections::hash_map::Entry;
+
+/// The private side of a [`ProcessState`]: its live tables and what routing needs.
+#[derive(Debug, Default)]
+pub(crate) struct ProcLive {
+    pub blocks: LiveTable,
+    pub maps: MappedTable,
+    /// Stack and module ids in order of definition (fork snapshots take a prefix).
+    pub stack_order: Vec<StackId>,
+    pub module_order: Vec<ModuleId>,
+    /// The transport ended (`end_stream` was applied).
+    pub closed: bool,
+    /// The tables were settled for good (unknown frees counted).
+    pub finalized: bool,
+    /// The `Hello` was made up because the stream did not start with one.
+    pub placeholder: bool,
+}
+
+impl ProcLive {
+    fn horizon(p: &ProcessState, opts: &StateOptions) -> Horizon {
+        Horizon(Some(p.last_ts.0.saturating_sub(opts.reorder_window_ns)))
+    }
+
+    /// Applies `record` (anything but `Hello`). A `Fork` record yields the snapshot its
+    /// child starts from.
+    pub fn apply(
+        &mut self,
+        p: &mut ProcessState,
+        record: Record,
+        opts: &StateOptions,
+    ) -> Option<(leakscope_protocol::Pid, Snapshot)> {
+        if let Some(ts) = record.ts() {
+            p.last_ts = p.last_ts.max(ts);
+        }
+        if matches!(p.end, StreamEnd::Clean(_)) && !matches!(record, Record::End(_)) {
+            // `End{Exec}` and then more: the exec failed and the process goes on.
+            p.end = StreamEnd::Open;
+        }
+        let mut tally = Tally::default();
+        let mut forked = None;
+        match record {
+            Record::Alloc(a) => {
+                let horizon = Self::horizon(p, opts);
+                let mut book = SiteBook {
+                    sites: &mut p.sites,
+                    temporary_ns: opts.temporary_ns,
+                };
+                let block = Block {
+                    ts: a.ts.0,
+                    size: a.size,
+                    stack: a.stack,
+                };
+                if a.kind == MemoryKind::Mapped {
+                    if !self
+                        .maps
+                        .map(a.addr.0, block, horizon, &mut book, &mut tally)
+                    {
+                        p.anomalies.empty_ranges += 1;
+                    }
+                } else {
+                    let key = BlockKey {
+                        addr: a.addr.0,
+                        kind: a.kind,
+                    };
+                    self.blocks.alloc(key, block, horizon, &mut book);
+                }
+            }
+            Record::Free(f) => {
+                let horizon = Self::horizon(p, opts);
+                let mut book = SiteBook {
+                    sites: &mut p.sites,
+                    temporary_ns: opts.temporary_ns,
+                };
+                if f.kind == MemoryKind::Mapped {
+                    if !self
+                        .maps
+                        .unmap(f.addr.0, f.len, f.ts.0, horizon, &mut book, &mut tally)
+                    {
+                        p.anomalies.empty_ranges += 1;
+                        tally.unknown_frees += 1;
+                    }
+                } else {
+                    let key = BlockKey {
+                        addr: f.addr.0,
+                        kind: f.kind,
+                    };
+                    self.blocks.free(key, f.ts.0, horizon, &mut book);
+                }
+            }
+            Record::Stack(s) => match p.stacks.entry(s.id) {
+                Entry::Vacant(v) => {
+                    self.stack_order.push(s.id);
+                    v.insert(s.frames);
+                }
+                Entry::Occupied(o) => {
+                    if *o.get() != s.frames {
+                        p.anomalies.stack_redefinitions += 1;
+                    }
+                }
+            },
+            Record::Module(m) => {
+                let id = m.id;
+                if p.modules.insert(id, m).is_none() {
+                    self.module_order.push(id);
+                }
+            }
+            Record::ModuleUnload(u) => {
+                if p.modules.contains_key(&u.id) {
+                    p.unloaded_modules.push(u.id);
+                } else {
+                    p.anomalies.unknown_module_unloads += 1;
+                }
+            }
+            Record::Fork(f) => {
+                forked = Some((f.child, Snapshot::take(self, f.ts)));
+            }
+            Record::Dropped(d) => {
+                if d.ts >= p.dropped.ts {
+                    p.dropped = d;
+                }
+            }
+            Record::End(e) => p.end = StreamEnd::Clean(e.reason),
+            Record::Hello(_) => {}
+        }
+        self.add(p, tally);
+        forked
+    }
+
+    fn add(&self, p: &mut ProcessState, tally: Tally) {
+        p.unknown_frees = p.unknown_frees.saturating_add(tally.unknown_frees);
+        p.anomalies.implied_frees = p
+            .anomalies
+            .implied_frees
+            .saturating_add(tally.implied_frees);
+    }
+
+    /// Settles the tables for good: frees that never found their allocation are counted,
+    /// allocations proven freed are released, sites with undefined stacks are counted.
+    pub fn finalize(&mut self, p: &mut ProcessState, opts: &StateOptions) {
+        if self.finalized {
+            return;
+        }
+        self.finalized = true;
+        let mut tally = Tally::default();
+        let mut book = SiteBook {
+            sites: &mut p.sites,
+            temporary_ns: opts.temporary_ns,
+        };
+        let blocks = self.blocks.finalize();
+        tally.unknown_frees += blocks.unknown_frees;
+        tally.implied_frees += blocks.implied_frees;
+        self.maps.sweep(Horizon::END, &mut book, &mut tally);
+        self.add(p, tally);
+        p.anomalies.undefined_stacks = p
+            .sites
+            .keys()
+            .filter(|k| !p.stacks.contains_key(&k.stack))
+            .count() as u64;
+    }
+
+    /// Outstanding bytes of the live tables, per kind (for consistency checks).
+    #[cfg(test)]
+    pub fn outstanding_bytes(&self) -> u64 {
+        let mut total = 0u64;
+        self.blocks
+            .for_each_outstanding(|_, b| total = total.saturating_add(b.size));
+        self.maps
+            .for_each_outstanding(|s, p| total = total.saturating_add(p.end - s));
+        total
+    }
+}
+
+/// The `Hello` of a stream that did not start with one.
+pub(crate) fn placeholder_hello() -> leakscope_protocol::Hello {
+    leakscope_protocol::Hello {
+        pid: leakscope_protocol::Pid(0),
+        ppid: leakscope_protocol::Pid(0),
+        origin: leakscope_protocol::Origin::Exec,
+        exe: String::new(),
+        argv: Vec::new(),
+        start: Timestamp(0),
+        start_unix_ns: 0,
+        fingerprint: 0,
+    }
+}

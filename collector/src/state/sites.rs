@@ -1,0 +1,78 @@
+//! Per-site statistics updates: every change to a [`SiteStats`] goes through here, so the
+//! counters stay consistent (saturating on hostile sizes) whichever table made the change.
+
+use crate::state::{SiteKey, SiteStats};
+use std::collections::HashMap;
+
+/// The sites of one process and the threshold that makes a freed block temporary.
+pub(crate) struct SiteBook<'a> {
+    pub sites: &'a mut HashMap<SiteKey, SiteStats>,
+    pub temporary_ns: u64,
+}
+
+impl SiteBook<'_> {
+    fn site(&mut self, key: SiteKey) -> &mut SiteStats {
+        self.sites.entry(key).or_default()
+    }
+
+    /// A new allocation of `size` bytes, outstanding.
+    pub fn alloc(&mut self, key: SiteKey, size: u64) {
+        self.count(key, size);
+        self.hold(key, size);
+    }
+
+    /// An allocation of `size` bytes made (totals only).
+    #[inline]
+    pub fn count(&mut self, key: SiteKey, size: u64) {
+        let s = self.site(key);
+        s.allocations = s.allocations.saturating_add(1);
+        s.allocated_bytes = s.allocated_bytes.saturating_add(size);
+    }
+
+    /// A block of `size` bytes now outstanding (made, or inherited at fork).
+    #[inline]
+    pub fn hold(&mut self, key: SiteKey, size: u64) {
+        let s = self.site(key);
+        s.outstanding_bytes = s.outstanding_bytes.saturating_add(size);
+        s.outstanding_count = s.outstanding_count.saturating_add(1);
+        s.peak_bytes = s.peak_bytes.max(s.outstanding_bytes);
+    }
+
+    /// A whole block of `size` bytes freed after `held_ns` (`None`: when is unknown, so it
+    /// is never temporary).
+    #[inline]
+    pub fn release(&mut self, key: SiteKey, size: u64, held_ns: Option<u64>) {
+        let temporary = self.is_temporary(held_ns);
+        let s = self.site(key);
+        s.outstanding_bytes = s.outstanding_bytes.saturating_sub(size);
+        s.outstanding_count = s.outstanding_count.saturating_sub(1);
+        if temporary {
+            s.temporary = s.temporary.saturating_add(1);
+        }
+    }
+
+    /// A block that was never counted outstanding turned out to have lived `held_ns` (its
+    /// free arrived first).
+    pub fn held(&mut self, key: SiteKey, held_ns: u64) {
+        if self.is_temporary(Some(held_ns)) {
+            let s = self.site(key);
+            s.temporary = s.temporary.saturating_add(1);
+        }
+    }
+
+    /// Part of a block (`bytes` of it) given back; the block itself stays.
+    pub fn shrink(&mut self, key: SiteKey, bytes: u64) {
+        let s = self.site(key);
+        s.outstanding_bytes = s.outstanding_bytes.saturating_sub(bytes);
+    }
+
+    /// One outstanding block became two (a mapping split by a partial unmap).
+    pub fn split(&mut self, key: SiteKey) {
+        let s = self.site(key);
+        s.outstanding_count = s.outstanding_count.saturating_add(1);
+    }
+
+    fn is_temporary(&self, held_ns: Option<u64>) -> bool {
+        held_ns.is_some_and(|ns| ns <= self.temporary_ns)
+    }
+}

@@ -1,0 +1,99 @@
+//! The real functions behind the hooks, found lazily with `dlsym(RTLD_NEXT, name)`: the first
+//! `malloc` may arrive before any constructor ran. While a lookup runs on a thread, further
+//! lookups on that thread report the function unavailable, so `dlsym`'s own `calloc` is
+//! served from the bootstrap arena instead of recursing.
+
+use std::cell::Cell;
+use std::ffi::{c_void, CStr};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+thread_local! {
+    static RESOLVING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A lazily resolved pointer to the next definition of a C function. `F` is the function
+/// pointer type (`unsafe extern "C" fn(..) -> ..`).
+pub struct Real<F> {
+    name: &'static CStr,
+    ptr: AtomicPtr<c_void>,
+    _f: PhantomData<F>,
+}
+
+impl<F: Copy> Real<F> {
+    /// A not yet resolved entry for the symbol `name`.
+    pub const fn new(name: &'static CStr) -> Self {
+        const {
+            assert!(std::mem::size_of::<F>() == std::mem::size_of::<*mut c_void>());
+        }
+        Real {
+            name,
+            ptr: AtomicPtr::new(std::ptr::null_mut()),
+            _f: PhantomData,
+        }
+    }
+
+    /// The real function, resolving it on first use. `None` while this thread is inside
+    /// another lookup, or when no later object defines the symbol.
+    #[inline(always)]
+    pub fn get(&self) -> Option<F> {
+        let mut p = self.ptr.load(Ordering::Acquire);
+        if p.is_null() {
+            p = self.resolve();
+            if p.is_null() {
+                return None;
+            }
+        }
+        // SAFETY: `p` is the non-null address `dlsym` returned for `name`, whose C type the
+        // hook table declares as `F` (a function pointer of the same size, checked in `new`).
+        Some(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn resolve(&self) -> *mut c_void {
+        let reentered = RESOLVING.try_with(|r| r.replace(true)).unwrap_or(true);
+        if reentered {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: `name` is NUL-terminated; RTLD_NEXT asks for the definition after this
+        // library in the search order, which is what an interposer forwards to.
+        let p = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr()) };
+        let _ = RESOLVING.try_with(|r| r.set(false));
+        if !p.is_null() {
+            self.ptr.store(p, Ordering::Release);
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type StrlenFn = unsafe extern "C" fn(*const libc::c_char) -> usize;
+
+    #[test]
+    fn resolves_and_calls_the_next_definition() {
+        static STRLEN: Real<StrlenFn> = Real::new(c"strlen");
+        let f = STRLEN.get().expect("libc defines strlen");
+        // SAFETY: strlen of a NUL-terminated literal.
+        assert_eq!(unsafe { f(c"leak".as_ptr()) }, 4);
+        assert!(STRLEN.get().is_some());
+    }
+
+    #[test]
+    fn missing_symbol_is_none() {
+        static NOPE: Real<StrlenFn> = Real::new(c"leakscope_no_such_function");
+        assert!(NOPE.get().is_none());
+    }
+
+    #[test]
+    fn nested_lookup_on_one_thread_is_refused() {
+        static INNER: Real<StrlenFn> = Real::new(c"strnlen");
+        RESOLVING.with(|r| r.set(true));
+        assert!(INNER.get().is_none());
+        RESOLVING.with(|r| r.set(false));
+        assert!(INNER.get().is_some());
+    }
+}

@@ -1,0 +1,253 @@
+//! Recording on the hooking thread: the reentrancy guard, and appending events (with the
+//! stack definitions they need) to the thread's slot. The hot path takes no lock but the
+//! slot's uncontended flag, makes no system call and allocates nothing after a thread's
+//! first event.
+
+pub mod clock;
+pub mod raw;
+pub mod slot;
+pub mod stack;
+pub mod thread;
+
+use crate::channel::Submitted;
+use crate::session::{self, Session};
+use leakscope_protocol::{Api, MemoryKind};
+use raw::{Loss, RawEvent};
+use slot::Slot;
+use stack::{stack_hash, StackCache};
+use std::marker::PhantomData;
+use thread::ThreadState;
+
+/// Proof that the calling thread is inside a hook and may record. Dropping it ends the hook.
+pub struct Guard {
+    t: &'static ThreadState,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Guard {
+    /// Enters a hook: `None` when the thread is already inside one, when no session is
+    /// active, or when the thread's state is gone (very late thread teardown).
+    #[inline(always)]
+    pub fn enter() -> Option<Guard> {
+        if !session::is_active() {
+            return None;
+        }
+        Self::enter_any_state()
+    }
+
+    /// Marks the thread busy whatever the session's state (for the shim's own work:
+    /// session start, fork, exit). `None` when it already is.
+    #[inline(always)]
+    pub fn enter_any_state() -> Option<Guard> {
+        let t = thread::current()?;
+        if t.busy.get() {
+            return None;
+        }
+        t.busy.set(true);
+        Some(Guard {
+            t,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// Records memory handed to the program, with the calling thread's stack. `ts` is taken
+    /// after the real call returned.
+    #[inline]
+    pub fn alloc(&self, addr: u64, size: u64, kind: MemoryKind, api: Api, ts: u64) {
+        let Some(s) = session::current() else { return };
+        let tid = self.t.tid();
+        let ev = |stack| RawEvent::Alloc {
+            tid,
+            kind,
+            api,
+            addr,
+            size,
+            stack,
+            ts,
+        };
+        // SAFETY: we hold the guard (see `ThreadState::ctx`); the reference dies with it.
+        match unsafe { self.t.ctx(s).as_mut() } {
+            Some(ctx) => {
+                let n = match ctx.unwinder.as_mut() {
+                    Some(u) => u.capture(&mut ctx.scratch),
+                    None => 0,
+                };
+                let frames = &ctx.scratch[..n.min(ctx.scratch.len())];
+                let hash = stack_hash(frames);
+                push(
+                    s,
+                    ctx.slot,
+                    Some(&mut ctx.cache),
+                    ev(hash),
+                    Some((hash, frames)),
+                );
+            }
+            None => {
+                let hash = stack_hash(&[]);
+                push(s, s.registry.orphan(), None, ev(hash), Some((hash, &[])));
+            }
+        }
+    }
+
+    /// Records memory given back. `ts` is taken before the real call.
+    #[inline]
+    pub fn free(&self, addr: u64, len: u64, kind: MemoryKind, api: Api, ts: u64) {
+        let tid = self.t.tid();
+        self.record(RawEvent::Free {
+            tid,
+            kind,
+            api,
+            addr,
+            len,
+            ts,
+        });
+    }
+
+    /// Records the parent's side of a fork.
+    pub fn fork(&self, child: u32, ts: u64) {
+        let tid = self.t.tid();
+        self.record(RawEvent::Fork { tid, child, ts });
+    }
+
+    #[inline]
+    fn record(&self, ev: RawEvent) {
+        let Some(s) = session::current() else { return };
+        // SAFETY: we hold the guard (see `ThreadState::ctx`); the reference dies with it.
+        match unsafe { self.t.ctx(s).as_mut() } {
+            Some(ctx) => push(s, ctx.slot, Some(&mut ctx.cache), ev, None),
+            None => push(s, s.registry.orphan(), None, ev, None),
+        }
+    }
+
+    /// Hands this thread's pending events to the sender now (waiting per the full-channel
+    /// policy if need be).
+    pub fn flush(&self) {
+        let Some(s) = session::current() else { return };
+        // SAFETY: we hold the guard (see `ThreadState::ctx`); the reference dies with it.
+        let Some(ctx) = (unsafe { self.t.ctx(s).as_mut() }) else {
+            return;
+        };
+        if send_taken(s, &mut ctx.slot.lock()) {
+            ctx.cache.clear();
+        }
+    }
+}
+
+impl Drop for Guard {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.t.busy.set(false);
+    }
+}
+
+/// Appends `ev` to `slot`, preceded by the definition of its stack when `cache` (the
+/// thread's, `None` for the orphan slot) does not know the stack yet.
+#[inline]
+fn push(
+    s: &Session,
+    slot: &Slot,
+    mut cache: Option<&mut StackCache>,
+    ev: RawEvent,
+    stack: Option<(u64, &[u64])>,
+) {
+    let mut l = slot.lock();
+    let mut define = match (stack, cache.as_deref()) {
+        (None, _) => false,
+        (Some((h, _)), Some(c)) => !c.contains(h),
+        (Some(_), None) => true,
+    };
+    let frames = stack.map_or(0, |(_, f)| f.len());
+    let need = |define: bool| if define { (2, frames) } else { (1, 0) };
+    let room = l.batch().as_ref().is_some_and(|b| {
+        let (e, f) = need(define);
+        b.has_room(e, f)
+    });
+    if !room && !rotate(s, &mut l, &mut cache, &mut define, stack.is_some()) {
+        s.channel.drops.add(loss_of(&ev));
+        return;
+    }
+    let Some(b) = l.batch().as_mut() else { return };
+    if define {
+        if let Some((h, f)) = stack {
+            b.push_stack(h, f);
+            if let Some(c) = cache.as_mut() {
+                c.insert(h);
+            }
+        }
+    }
+    b.push(ev);
+    l.mark_dirty();
+}
+
+/// Replaces the slot's full (or stolen) batch with an empty one, sending the full one.
+/// False when no empty batch could be had (memory exhausted).
+#[cold]
+#[inline(never)]
+fn rotate(
+    s: &Session,
+    l: &mut slot::Locked<'_>,
+    cache: &mut Option<&mut StackCache>,
+    define: &mut bool,
+    has_stack: bool,
+) -> bool {
+    let saved = thread::errno::get();
+    if send_taken(s, l) {
+        // The dropped batch may have carried definitions this cache vouches for.
+        if let Some(c) = cache.as_mut() {
+            c.clear();
+        }
+        *define = has_stack;
+    }
+    let fresh = s.channel.fresh_batch();
+    let ok = fresh.is_some();
+    *l.batch() = fresh;
+    thread::errno::set(saved);
+    ok
+}
+
+/// Takes the slot's batch and hands it to the sender (an empty one goes back to the pool).
+/// True when it had to be dropped.
+fn send_taken(s: &Session, l: &mut slot::Locked<'_>) -> bool {
+    match l.take() {
+        Some(b) if !b.is_empty() => s.channel.submit(b, &session::is_active) == Submitted::Dropped,
+        Some(b) => {
+            s.channel.recycle(b);
+            false
+        }
+        None => false,
+    }
+}
+
+fn loss_of(ev: &RawEvent) -> Loss {
+    match *ev {
+        RawEvent::Alloc { size, .. } => Loss {
+            allocs: 1,
+            alloc_bytes: size,
+            frees: 0,
+        },
+        RawEvent::Free { .. } => Loss {
+            allocs: 0,
+            alloc_bytes: 0,
+            frees: 1,
+        },
+        RawEvent::Stack { .. } | RawEvent::Fork { .. } => Loss::default(),
+    }
+}
+
+/// Called when a thread hands its context back: its pending events go to the sender if
+/// the channel has room at once, else they stay in the slot for the sender to steal.
+fn hand_over(slot: &Slot) {
+    let Some(s) = session::current() else { return };
+    if !session::is_active() {
+        return;
+    }
+    let mut l = slot.lock();
+    if let Some(b) = l.take() {
+        if b.is_empty() {
+            s.channel.recycle(b);
+        } else if let Err(b) = s.channel.try_submit(b) {
+            *l.batch() = Some(b);
+            l.mark_dirty();
+        }
+    }
+}
