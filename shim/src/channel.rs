@@ -49,7 +49,12 @@ impl Doorbell {
         fence(Ordering::SeqCst);
         if self.asleep.load(Ordering::Relaxed) && self.asleep.swap(false, Ordering::AcqRel) {
             self.word.fetch_add(1, Ordering::Release);
-            futex(&self.word, libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1, None);
+            futex(
+                &self.word,
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                1,
+                None,
+            );
         }
     }
 
@@ -60,7 +65,12 @@ impl Doorbell {
         self.asleep.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         if !ready() {
-            futex(&self.word, libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG, seen, Some(limit));
+            futex(
+                &self.word,
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                seen,
+                Some(limit),
+            );
         }
         self.asleep.store(false, Ordering::Relaxed);
     }
@@ -72,9 +82,7 @@ fn futex(word: &AtomicU32, op: libc::c_int, val: u32, limit: Option<Duration>) {
         tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
         tv_nsec: d.subsec_nanos() as libc::c_long,
     });
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| std::ptr::from_ref(t));
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), std::ptr::from_ref);
     // SAFETY: `word` is a live, aligned 32-bit atomic; `ts_ptr` is null or points to a
     // timespec on this stack; the remaining arguments are unused by WAIT and WAKE.
     unsafe {

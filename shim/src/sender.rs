@@ -1,5 +1,5 @@
-//! The sender thread, one per stream: writes the stream header and `Hello`, then drains
-//! full batches, steals idle threads' pending events every few milliseconds, converts raw
+//! The sender thread, one per stream (session start already wrote the stream header and
+//! `Hello` with [`greet`]): announces the modules, then drains full batches, steals idle threads' pending events every few milliseconds, converts raw
 //! events to records, announces modules before the stacks that need them, reports drops,
 //! and writes frames to the collector. On an end request (exec or exit) it steals every
 //! buffer and writes `Dropped` and `End`. Between turns it sleeps on the channel's doorbell. If the collector goes away it disables the
@@ -139,30 +139,8 @@ impl Sender {
         }
     }
 
+    /// The first modules (the header and `Hello` went out with [`greet`]).
     fn hello(&mut self) -> Result<(), TransportError> {
-        encode_header(&mut self.out);
-        let argv = std::fs::read("/proc/self/cmdline")
-            .map(|raw| {
-                raw.split(|&b| b == 0)
-                    .filter(|a| !a.is_empty())
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let exe = std::fs::read_link("/proc/self/exe")
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        self.records.push(Record::Hello(Hello {
-            pid: Pid(self.s.pid),
-            // SAFETY: getppid has no preconditions.
-            ppid: Pid(unsafe { libc::getppid() } as u32),
-            origin: self.s.origin.clone(),
-            exe,
-            argv,
-            start: Timestamp(self.s.start_ns),
-            start_unix_ns: self.s.start_unix_ns,
-            fingerprint: BUILD_FINGERPRINT,
-        }));
         self.modules.poll(&mut self.records);
         self.write()
     }
@@ -273,6 +251,46 @@ impl Sender {
         self.s.control.note_progress();
         r
     }
+}
+
+/// Writes the stream header and `Hello` of session `s` on the freshly connected `conn`, at
+/// once and on the calling thread (session start, guard held): a process killed before its
+/// sender thread ever ran still appears in the recording. One small blocking write.
+pub fn greet(s: &Session, conn: &Conn) -> Result<(), TransportError> {
+    let argv = std::fs::read("/proc/self/cmdline")
+        .map(|raw| {
+            raw.split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let exe = std::fs::read_link("/proc/self/exe")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let hello = Record::Hello(Hello {
+        pid: Pid(s.pid),
+        // SAFETY: getppid has no preconditions.
+        ppid: Pid(unsafe { libc::getppid() } as u32),
+        origin: s.origin.clone(),
+        exe,
+        argv,
+        start: Timestamp(s.start_ns),
+        start_unix_ns: s.start_unix_ns,
+        fingerprint: BUILD_FINGERPRINT,
+    });
+    let mut out = Vec::with_capacity(512);
+    encode_header(&mut out);
+    let at = out.len();
+    if encode_frame(std::slice::from_ref(&hello), &mut out).is_err() {
+        // An argv too large for one frame: announce the process without it.
+        out.truncate(at);
+        if let Record::Hello(mut h) = hello {
+            h.argv.clear();
+            let _ = encode_frame(&[Record::Hello(h)], &mut out);
+        }
+    }
+    conn.write_all(&out)
 }
 
 /// After the collector is lost: empties the channel forever (nothing may wait on it) and

@@ -100,7 +100,13 @@ impl Control {
     /// Asks the sender to end the stream (ringing `bell` to wake it) and waits for it: at
     /// most `limit`, and at most `stall` without any progress of the sender. False when it
     /// gave up.
-    fn request(&self, bell: &Doorbell, reason: EndReason, limit: Duration, stall: Duration) -> bool {
+    fn request(
+        &self,
+        bell: &Doorbell,
+        reason: EndReason,
+        limit: Duration,
+        stall: Duration,
+    ) -> bool {
         let seq = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let mut wait = Wait::new(limit, stall, &self.progress);
         let mut req = EndRequest { seq, reason };
@@ -253,6 +259,14 @@ fn start(s: &'static Session, prepare_unwinder: fn()) {
             return;
         }
     };
+    if let Err(e) = sender::greet(s, &conn) {
+        diag::untracked(
+            quiet,
+            format_args!("lost the collector at {target} ({e}): this process runs untracked"),
+        );
+        STATE.store(DISABLED, Ordering::Release);
+        return;
+    }
     prepare_unwinder();
     match sender::spawn(s, conn) {
         Ok(()) => STATE.store(ACTIVE, Ordering::Release),

@@ -8,36 +8,146 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The shim library, built next to this test binary. `cargo test` does not build a
-/// `cdylib` for integration tests, so the first call builds it (same profile, same target
-/// directory: cargo holds its build lock only while compiling, not while tests run).
-fn shim() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("test binary path");
-            let dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("target/<profile>");
-            let mut cargo = Command::new(env!("CARGO"));
-            cargo
-                .args(["build", "--quiet", "-p", "leakscope-shim", "--target-dir"])
-                .arg(dir.parent().expect("target dir"));
-            if dir.file_name().is_some_and(|n| n == "release") {
+/// The shim under test and the protocol fingerprint it was built with.
+struct BuiltShim {
+    /// A private copy of the library (another build into the shared target directory
+    /// cannot replace it while the tests run).
+    so: PathBuf,
+    /// `BUILD_FINGERPRINT` as compiled into this shim.
+    fingerprint: u64,
+}
+
+/// Builds the shim: `cargo test` does not build a `cdylib` for integration tests, so the
+/// first call runs `cargo build` for it, in the profile and target directory of this test
+/// binary (cargo holds its build lock only while compiling, not while tests run). Where
+/// the library landed and the fingerprint compiled into it come from cargo's own messages:
+/// no assumption about the layout, and no false alarm when the protocol's sources changed
+/// between compiling this test and running it (a long `cargo test` from the workspace
+/// root, while someone edits): the shim is then newer than this binary's own
+/// `BUILD_FINGERPRINT`, yet it is the shim the current sources make.
+fn built() -> &'static BuiltShim {
+    static BUILT: std::sync::OnceLock<BuiltShim> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test binary path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps/<test>");
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "leakscope-shim",
+                "--message-format=json",
+            ])
+            .arg("--target-dir")
+            .arg(dir.parent().expect("target dir"))
+            .stderr(Stdio::inherit());
+        match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => {}
+            Some("release") => {
                 cargo.arg("--release");
             }
-            let st = cargo.status().expect("cargo runs");
-            assert!(st.success(), "building the shim failed");
-            let so = dir.join("libleakscope_shim.so");
-            assert!(so.exists(), "{} is missing after the build", so.display());
-            so
+            Some(custom) => {
+                cargo.args(["--profile", custom]);
+            }
+        }
+        let out = cargo.output().expect("cargo runs");
+        assert!(out.status.success(), "building the shim failed");
+        let mut so = None;
+        let mut fingerprint = None;
+        for line in out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let Ok(m) = serde_json::from_slice::<serde_json::Value>(line) else {
+                continue;
+            };
+            let package = m["package_id"].as_str().unwrap_or("");
+            match m["reason"].as_str() {
+                Some("compiler-artifact") if m["target"]["name"] == "leakscope_shim" => {
+                    so = m["filenames"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|f| f.as_str())
+                        .find(|f| f.ends_with(".so"))
+                        .map(PathBuf::from);
+                }
+                Some("build-script-executed") if package.contains("leakscope-protocol") => {
+                    let out_dir = m["out_dir"].as_str().expect("out_dir");
+                    let text = std::fs::read_to_string(Path::new(out_dir).join("fingerprint.rs"))
+                        .expect("the protocol's fingerprint.rs");
+                    let hex = text.trim().trim_start_matches("0x");
+                    fingerprint = Some(u64::from_str_radix(hex, 16).expect("a hex fingerprint"));
+                }
+                _ => {}
+            }
+        }
+        let so = so.expect("cargo names the shim library it built");
+        let fingerprint = fingerprint.expect("cargo reports the protocol's build script");
+        if fingerprint != leakscope_protocol::BUILD_FINGERPRINT {
+            eprintln!(
+                "note: the protocol's sources changed since this test was compiled; \
+                 testing the shim they build now"
+            );
+        }
+        let copy = scratch_dir().join("libleakscope_shim.so");
+        std::fs::copy(&so, &copy)
+            .unwrap_or_else(|e| panic!("copying {} failed: {e}", so.display()));
+        BuiltShim {
+            so: copy,
+            fingerprint,
+        }
+    })
+}
+
+/// The shim library to preload.
+fn shim() -> PathBuf {
+    built().so.clone()
+}
+
+/// How long a test program may run before it counts as hung.
+const HANG_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `cmd` to completion with its output captured, or kills it and fails after `limit`.
+fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("program starts");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
         })
-        .clone()
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for the program") {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still runs after {limit:?}: hung");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
 }
 
 fn scratch_dir() -> PathBuf {
@@ -101,12 +211,12 @@ impl Sink {
         }
     }
 
-    /// Runs `cmd` with the shim pointed at this sink.
+    /// Runs `cmd` with the shim pointed at this sink (killed, failing the test, if it
+    /// hangs).
     fn run(&self, cmd: &mut Command) -> Output {
         cmd.env("LD_PRELOAD", shim())
-            .env("LEAKSCOPE_SOCKET", &self.path)
-            .output()
-            .expect("program runs")
+            .env("LEAKSCOPE_SOCKET", &self.path);
+        output_within(cmd, HANG_LIMIT)
     }
 
     /// Every stream received, decoded, once all connections have closed.
@@ -136,7 +246,7 @@ fn check_stream(recs: &[Record]) -> Pid {
     let Some(Record::Hello(h)) = recs.first() else {
         panic!("stream does not start with Hello: {:?}", recs.first());
     };
-    assert_eq!(h.fingerprint, leakscope_protocol::BUILD_FINGERPRINT);
+    assert_eq!(h.fingerprint, built().fingerprint);
     let mut defined = HashSet::new();
     for r in recs {
         match r {
@@ -665,4 +775,277 @@ fn thread_churn_and_frees_at_thread_exit_are_recorded() {
         .filter(|r| matches!(r, Record::Alloc(a) if (64..164).contains(&a.size)))
         .count();
     assert!(small >= 800 * 100, "{small}");
+}
+
+/// Host frees of addresses not live at that moment, replaying each address's events in
+/// timestamp order (as the collector does).
+fn unknown_host_frees(recs: &[Record]) -> Vec<u64> {
+    let mut ev: Vec<(u64, usize, &Record)> = recs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            Record::Alloc(a) if a.kind == MemoryKind::Host => Some((a.ts.0, i, r)),
+            Record::Free(f) if f.kind == MemoryKind::Host => Some((f.ts.0, i, r)),
+            _ => None,
+        })
+        .collect();
+    ev.sort_by_key(|&(ts, i, _)| (ts, i));
+    let mut live = HashSet::new();
+    let mut unknown = Vec::new();
+    for (_, _, r) in ev {
+        match r {
+            Record::Alloc(a) => {
+                live.insert(a.addr.0);
+            }
+            Record::Free(f) if !live.remove(&f.addr.0) => unknown.push(f.addr.0),
+            _ => {}
+        }
+    }
+    unknown
+}
+
+/// The frames of stack `id` as defined in `recs`.
+fn frames_of(recs: &[Record], id: StackId) -> Vec<u64> {
+    recs.iter()
+        .find_map(|r| match r {
+            Record::Stack(s) if s.id == id => Some(s.frames.iter().map(|f| f.0).collect()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("stack {id:?} is not defined"))
+}
+
+/// What Rust's runtime does at the start of `main` and of every thread: the thread's first
+/// allocation happens inside `pthread_getattr_np`, which holds the thread's lock (glibc
+/// reads `/proc/self/maps` for the main thread, and reallocates a CPU set for any thread).
+const STACK_PROBE: &str = r#"
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#define T 8
+void * volatile keep[T + 1];
+static int probe(void) {
+  pthread_attr_t a; void *addr = 0; size_t size = 0;
+  if (pthread_getattr_np(pthread_self(), &a)) return 1;
+  int bad = pthread_attr_getstack(&a, &addr, &size) || size == 0;
+  pthread_attr_destroy(&a);
+  return bad;
+}
+__attribute__((noinline)) static void leak_in_main(void) { keep[T] = malloc(4141); }
+__attribute__((noinline)) static void leak_in_thread(long i) { keep[i] = malloc(4242); }
+static void *run(void *arg) {
+  if (probe()) return (void *)1;
+  leak_in_thread((long)arg);
+  return 0;
+}
+int main(void) {
+  if (probe()) return 1;
+  leak_in_main();
+  pthread_t th[T];
+  for (long i = 0; i < T; i++) if (pthread_create(&th[i], 0, run, (void *)i)) return 2;
+  long bad = 0;
+  for (int i = 0; i < T; i++) { void *r; pthread_join(th[i], &r); bad += (long)r; }
+  printf("probed %ld\n", bad);
+  return 0;
+}
+"#;
+
+#[test]
+fn a_first_allocation_inside_pthread_getattr_np_does_not_deadlock() {
+    let exe = compile("stack_probe", STACK_PROBE);
+    let sink = Sink::new("stack_probe");
+    let out = sink.run(&mut Command::new(&exe));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"probed 0\n");
+    let streams = sink.streams();
+    assert_eq!(streams.len(), 1);
+    let recs = &streams[0];
+    check_stream(recs);
+    // The bounds learnt at session start (main) and in the thread-start trampoline (the
+    // others) give every thread real stacks.
+    let live = live_host(recs);
+    let main_leak: Vec<_> = live.values().filter(|a| a.size == 4141).collect();
+    assert_eq!(main_leak.len(), 1);
+    assert!(frames_of(recs, main_leak[0].stack).len() >= 2);
+    let thread_leaks: Vec<_> = live.values().filter(|a| a.size == 4242).collect();
+    assert_eq!(thread_leaks.len(), 8);
+    for a in thread_leaks {
+        assert!(
+            frames_of(recs, a.stack).len() >= 2,
+            "a thread's stack has no frames"
+        );
+    }
+}
+
+const EXITING_THREADS: &str = r#"
+#include <pthread.h>
+#include <stdlib.h>
+#include <stdio.h>
+#define T 16
+static void *given[T][64];
+static void *run(void *arg) {
+  long id = (long)arg; void *live[32] = {0};
+  for (long i = 0; i < 30000; i++) {
+    int k = i % 32; free(live[k]); live[k] = malloc(16 + (i % 300));
+  }
+  for (int k = 0; k < 32; k++) free(live[k]);
+  for (int j = 0; j < 64; j++) given[id][j] = malloc(40 + j);  /* freed by main */
+  return 0;
+}
+int main(void) {
+  for (int round = 0; round < 2; round++) {
+    pthread_t th[T];
+    for (long i = 0; i < T; i++) pthread_create(&th[i], 0, run, (void *)i);
+    for (int i = 0; i < T; i++) pthread_join(th[i], 0);
+    for (int i = 0; i < T; i++) for (int j = 0; j < 64; j++) free(given[i][j]);
+  }
+  printf("ok\n");
+  return 0;
+}
+"#;
+
+/// Exiting threads free nothing the stream never saw allocated: the shim's own per-thread
+/// bookkeeping (its thread-exit hook, and whatever its dependencies keep per thread) must
+/// not leave glibc blocks that are freed, recorded, at thread exit.
+#[test]
+fn exiting_threads_make_no_unknown_frees() {
+    let exe = compile("exiting_threads", EXITING_THREADS);
+    let sink = Sink::new("exiting_threads");
+    let out = sink.run(&mut Command::new(&exe));
+    assert!(out.status.success(), "{out:?}");
+    let streams = sink.streams();
+    assert_eq!(streams.len(), 1);
+    let recs = &streams[0];
+    check_stream(recs);
+    let threads: HashSet<_> = recs
+        .iter()
+        .filter_map(|r| match r {
+            Record::Alloc(a) => Some(a.thread),
+            _ => None,
+        })
+        .collect();
+    assert!(threads.len() >= 32, "{} threads", threads.len());
+    let unknown = unknown_host_frees(recs);
+    assert!(
+        unknown.is_empty(),
+        "{} unknown frees: {unknown:x?}",
+        unknown.len()
+    );
+    assert!(!live_host(recs)
+        .values()
+        .any(|a| (40..104).contains(&a.size)));
+}
+
+/// Worker threads fill their buffers and then wait while a thread created after them (so
+/// the sender visits its buffer before theirs) forks: all of the workers' events happened
+/// before the fork.
+const FORK_WITH_THREADS: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#define T 4
+static pthread_barrier_t ready, done;
+void * volatile keep[T][8];
+void * volatile mine;
+static void *run(void *arg) {
+  long id = (long)arg; void *live[16] = {0};
+  for (long i = 0; i < 3000; i++) {
+    int k = i % 16; free(live[k]); live[k] = malloc(24 + (i % 100));
+  }
+  for (int k = 0; k < 16; k++) free(live[k]);
+  for (int j = 0; j < 8; j++) keep[id][j] = malloc(999);
+  pthread_barrier_wait(&ready);
+  pthread_barrier_wait(&done);
+  return 0;
+}
+static void *forker(void *arg) {
+  (void)arg;
+  mine = malloc(321);
+  pid_t c = fork();
+  if (c == 0) _exit(0);
+  int st; waitpid(c, &st, 0);
+  return 0;
+}
+int main(void) {
+  pthread_barrier_init(&ready, 0, T + 1);
+  pthread_barrier_init(&done, 0, T + 1);
+  pthread_t th[T], f;
+  for (long i = 0; i < T; i++) pthread_create(&th[i], 0, run, (void *)i);
+  pthread_barrier_wait(&ready);
+  pthread_create(&f, 0, forker, 0);
+  pthread_join(f, 0);
+  pthread_barrier_wait(&done);
+  for (int i = 0; i < T; i++) pthread_join(th[i], 0);
+  printf("ok\n");
+  return 0;
+}
+"#;
+
+#[test]
+fn every_event_before_a_fork_precedes_the_fork_record() {
+    let exe = compile("fork_with_threads", FORK_WITH_THREADS);
+    for _ in 0..3 {
+        let sink = Sink::new("fork_with_threads");
+        let out = sink.run(&mut Command::new(&exe));
+        assert!(out.status.success(), "{out:?}");
+        let streams = sink.streams();
+        assert_eq!(streams.len(), 2);
+        let parent = streams
+            .iter()
+            .find(|s| matches!(&s[0], Record::Hello(h) if h.origin == Origin::Exec))
+            .expect("the parent's stream");
+        check_stream(parent);
+        let (at, fork_ts) = parent
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| match r {
+                Record::Fork(f) => Some((i, f.ts.0)),
+                _ => None,
+            })
+            .expect("a Fork record");
+        let late: Vec<_> = parent[at..]
+            .iter()
+            .filter(|r| {
+                matches!(r, Record::Alloc(_) | Record::Free(_))
+                    && r.ts().is_some_and(|t| t.0 < fork_ts)
+            })
+            .collect();
+        assert!(
+            late.is_empty(),
+            "{} events from before the fork follow the Fork record, e.g. {:?}",
+            late.len(),
+            late.first()
+        );
+        // What the collector seeds the child with: the parent's blocks at the Fork record.
+        let before = live_host(&parent[..at]);
+        assert_eq!(before.values().filter(|a| a.size == 999).count(), 32);
+        assert!(!before.values().any(|a| (24..124).contains(&a.size)));
+    }
+}
+
+const KILLED_AT_ONCE: &str = r#"
+#include <signal.h>
+#include <unistd.h>
+int main(void) { kill(getpid(), SIGKILL); pause(); return 0; }
+"#;
+
+/// The stream header and `Hello` are written while the session starts: a process killed
+/// before its sender thread ever ran is still in the recording.
+#[test]
+fn a_process_killed_at_once_still_says_hello() {
+    let exe = compile("killed_at_once", KILLED_AT_ONCE);
+    for _ in 0..5 {
+        let sink = Sink::new("killed_at_once");
+        let out = sink.run(&mut Command::new(&exe));
+        assert!(!out.status.success());
+        let streams = sink.streams();
+        assert_eq!(streams.len(), 1);
+        let Some(Record::Hello(h)) = streams[0].first() else {
+            panic!("no Hello: {:?}", streams[0].first());
+        };
+        assert!(h.exe.ends_with("/killed_at_once"), "{}", h.exe);
+        assert_eq!(h.fingerprint, built().fingerprint);
+    }
 }

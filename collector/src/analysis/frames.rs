@@ -85,6 +85,7 @@ const ALLOCATOR_FUNCTIONS: &[Pattern] = &[
     // buffers behind Vec/String/VecDeque.
     P("alloc::alloc::"),
     P("<alloc::alloc::Global as "),
+    P("<alloc::alloc::Global>::"),
     P("alloc::raw_vec::"),
     P("<alloc::raw_vec::"),
     // CPython's allocator layers (raw, mem, object domains) and pymalloc internals.
@@ -141,9 +142,26 @@ pub fn is_allocator_function(name: &str) -> bool {
     ALLOCATOR_FUNCTIONS.iter().any(|p| p.matches(name))
 }
 
-/// Whether `frame` belongs to the allocator: inside the shim, or an allocator function.
+/// Source trees of standard libraries whose code sits between a program's call and the
+/// allocator (a `Vec` growing, a `std::vector` reallocating): leading frames there are
+/// part of the allocation path, and the program's own call is the site.
+const STD_LIBRARY_SOURCES: &[&str] = &[
+    // Rust's standard library, as its debug info names it (`/rustc/<commit>/library/...`).
+    "/rustc/",
+    // libstdc++ and libc++ headers.
+    "/usr/include/c++/",
+    "/include/c++/v1/",
+];
+
+/// Whether `frame` belongs to the allocator: inside the shim, an allocator function, or
+/// standard-library code on the way to one.
 pub fn is_allocator_frame(frame: &Frame) -> bool {
-    is_shim_frame(frame) || frame.function.as_deref().is_some_and(is_allocator_function)
+    is_shim_frame(frame)
+        || frame.function.as_deref().is_some_and(is_allocator_function)
+        || frame
+            .file
+            .as_deref()
+            .is_some_and(|file| STD_LIBRARY_SOURCES.iter().any(|dir| file.contains(dir)))
 }
 
 /// Removes the allocator's frames from the innermost end of `frames` (innermost first),
@@ -256,11 +274,34 @@ mod tests {
     }
 
     #[test]
+    fn leading_standard_library_code_is_part_of_the_allocation_path() {
+        let mut frames = vec![
+            frame(Some("<alloc::alloc::Global>::alloc_impl_runtime"), "app"),
+            frame(Some("alloc::vec::from_elem"), "app"),
+            frame(Some("app::remember_session"), "app"),
+            frame(Some("std::rt::lang_start_internal"), "app"),
+        ];
+        frames[1].file = Some("/rustc/0123abcd/library/alloc/src/vec/mod.rs".to_owned());
+        frames[3].file = Some("/rustc/0123abcd/library/std/src/rt.rs".to_owned());
+        let stripped = strip_allocator_frames(frames);
+        assert_eq!(
+            names(&stripped),
+            vec![
+                Some("app::remember_session"),
+                Some("std::rt::lang_start_internal")
+            ]
+        );
+    }
+
+    #[test]
     fn shim_frames_are_removed_anywhere() {
         let frames = vec![
             frame(Some("_dl_new_object"), "ld-linux-x86-64.so.2"),
             frame(Some("dlopen"), "libc.so.6"),
-            frame(Some("leakscope_shim::hooks::dl::dlopen_tracked"), SHIM_MODULE),
+            frame(
+                Some("leakscope_shim::hooks::dl::dlopen_tracked"),
+                SHIM_MODULE,
+            ),
             frame(Some("load_plugin"), "app"),
         ];
         let stripped = strip_allocator_frames(frames);

@@ -242,10 +242,35 @@ fn write_frames(s: &Site, out: &mut dyn Write) -> io::Result<()> {
     if s.frames.is_empty() {
         return writeln!(out, "{FRAME_INDENT}(no frames beyond the allocator)");
     }
-    for frame in &s.frames {
+    let shown = frames_through_main(&s.frames);
+    for frame in &s.frames[..shown] {
         writeln!(out, "{FRAME_INDENT}{}", frame_line(frame))?;
     }
+    let hidden = s.frames.len() - shown;
+    if hidden > 0 {
+        let plural = if hidden == 1 { "" } else { "s" };
+        writeln!(
+            out,
+            "{FRAME_INDENT}… {hidden} start-up frame{plural} below main (in the JSON report)"
+        )?;
+    }
     Ok(())
+}
+
+/// How many frames to print: through the first C-level `main`, or the program's own
+/// `main` when no C-level one follows, since what lies below (`__libc_start_main`, Rust's
+/// `lang_start` machinery) is the same for every site. All frames when there is no `main`.
+fn frames_through_main(frames: &[Frame]) -> usize {
+    let is = |f: &Frame, pred: fn(&str) -> bool| f.function.as_deref().is_some_and(pred);
+    if let Some(i) = frames.iter().position(|f| is(f, |n| n == "main")) {
+        // A Rust program's own `crate::main` comes before the runtime's frames and the
+        // C-level `main`: stop at the program's.
+        return frames[..i]
+            .iter()
+            .position(|f| is(f, |n| n.ends_with("::main")))
+            .map_or(i + 1, |j| j + 1);
+    }
+    frames.len()
 }
 
 /// `function  file:line  (module)`, with what is unknown left out.
@@ -273,6 +298,36 @@ fn frame_line(f: &Frame) -> String {
 mod tests {
     use super::*;
     use crate::report::fixture;
+
+    fn named(names: &[&str]) -> Vec<Frame> {
+        names
+            .iter()
+            .map(|n| Frame {
+                function: Some((*n).to_owned()),
+                file: None,
+                line: None,
+                module: None,
+                address: "0x1".to_owned(),
+                inlined: false,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frames_stop_at_main() {
+        let c = named(&["leak", "main", "__libc_start_call_main", "_start"]);
+        assert_eq!(frames_through_main(&c), 2);
+        let rust = named(&[
+            "app::leak",
+            "app::main",
+            "std::rt::lang_start_internal",
+            "main",
+            "_start",
+        ]);
+        assert_eq!(frames_through_main(&rust), 2);
+        let thread = named(&["worker", "start_thread", "clone3"]);
+        assert_eq!(frames_through_main(&thread), 3);
+    }
 
     fn render(model: &ReportModel) -> String {
         let mut out = Vec::new();
@@ -306,7 +361,10 @@ mod tests {
         has("         fill_cache  src/cache.c:12  (app)  [inlined]");
         has("         leak_here  src/main.c:20  (app)");
         has("         main  src/main.c:30  (app)");
-        has("         [unknown] 0x2040  (libgone.so)");
+        // The fixture's unknown frame lies below `main`: counted, not printed.
+        has("         … 1 start-up frame below main (in the JSON report)");
+        let unknown = &fixture::model().processes[0].sites[1].frames[3];
+        assert_eq!(frame_line(unknown), "[unknown] 0x2040  (libgone.so)");
         has("         [unknown] 0x42  (no module)");
         has("   sites that freed everything (churn), by bytes allocated:");
         has("   #3  100.00 KiB allocated in 1000 allocations, all freed (peak 64.00 KiB), 990 temporary  [host · malloc]");

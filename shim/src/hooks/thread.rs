@@ -52,7 +52,14 @@ pub unsafe fn pthread_create(
     let start = Box::into_raw(start);
     // SAFETY: `trampoline` has the C signature of a start routine; the new thread owns
     // `start` if the call succeeds.
-    let r = unsafe { f(out, attr, trampoline as *const () as *mut c_void, start.cast()) };
+    let r = unsafe {
+        f(
+            out,
+            attr,
+            trampoline as *const () as *mut c_void,
+            start.cast(),
+        )
+    };
     if r != 0 {
         // SAFETY: no thread was created, so `start` is still ours.
         drop(unsafe { Box::from_raw(start) });

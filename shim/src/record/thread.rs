@@ -7,9 +7,9 @@
 //!
 //! Why a key and not a thread-local with `Drop`: registering such a destructor makes glibc
 //! `calloc` a list node (unrecorded: the guard is held) that it frees at thread exit after
-//! the destructor ran, a recorded free of a block never recorded. The key is among the
-//! first of the process (below `PTHREAD_KEY_2NDLEVEL_SIZE`), so setting it allocates
-//! nothing either.
+//! the destructor ran, a recorded free of a block never recorded. The key is normally
+//! among the first of the process (the preload constructor runs before the program's), below
+//! `PTHREAD_KEY_2NDLEVEL_SIZE`, so setting it allocates nothing either.
 
 use super::slot::Slot;
 use super::stack::StackCache;

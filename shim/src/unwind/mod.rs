@@ -53,9 +53,7 @@ pub fn learn_thread_stack() -> bool {
         let Some(stack) = walk::thread_stack() else {
             return false;
         };
-        STACK
-            .try_with(|s| s.set((stack.start, stack.end)))
-            .is_ok()
+        STACK.try_with(|s| s.set((stack.start, stack.end))).is_ok()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -192,14 +190,15 @@ impl ModuleAnnouncer {
     /// rebuilds the snapshot then, so call it regularly (allocates; may take locks).
     pub fn poll(&mut self, out: &mut Vec<Record>) {
         snapshot::refresh_if_stale();
-        let Some(snap) = snapshot::current() else {
-            return;
-        };
-        let addr = snap as *const snapshot::Snapshot as usize;
-        if addr == self.seen {
-            return;
+        // Every snapshot published since the last poll, in order: a module loaded and
+        // unloaded in between is still announced, then unloaded.
+        for snap in snapshot::published_since(self.seen) {
+            self.seen = snap as *const snapshot::Snapshot as usize;
+            self.announce(snap, out);
         }
-        self.seen = addr;
+    }
+
+    fn announce(&mut self, snap: &snapshot::Snapshot, out: &mut Vec<Record>) {
         let mut present: Vec<ModuleId> = snap
             .modules
             .iter()

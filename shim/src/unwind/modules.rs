@@ -50,7 +50,8 @@ pub(super) struct EhFrame {
 /// One loaded module as read from the loader's list.
 #[derive(Debug)]
 pub(super) struct ModuleInfo {
-    /// Stream-independent id, unique in this process for this mapping of this module.
+    /// Stream-independent id, unique in this process for this load of this module (a load
+    /// held out for a `dlclose` comes back, if it stays loaded, under a new id).
     pub id: ModuleId,
     /// The load bias (`dlpi_addr`): runtime address = base + address stated in the file.
     pub base: u64,

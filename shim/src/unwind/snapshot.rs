@@ -8,17 +8,37 @@
 //! and they are small (module metadata and pointers into module memory; the unwind data
 //! itself is never copied), while rebuilds happen only when the module list changes.
 //!
+//! ## Module identity
+//! A module is one load of an object: the snapshot carries a module over (same `Arc`, same
+//! [`ModuleId`]) only from the snapshot it replaces. A module held out for a `dlclose` is
+//! in no snapshot, so what is found at its place afterwards (a new load of the same file at
+//! the same address, or the same load after a `dlclose` that only dropped a reference) is
+//! a new module with a new id: the announcer reports the old id unloaded and then the new
+//! one. Every published snapshot stays reachable from the next one, so an announcer can
+//! see a module that was loaded and unloaded between two of its polls, or before its first
+//! ([`published_since`]).
+//!
 //! ## `dlclose`
 //! [`before_dlclose`] publishes a set without the closing module, and without the modules
 //! it depends on that were not loaded at startup (they may go away with it), before the
 //! real `dlclose` runs. A correct program has no frames in a library it is closing (nor in
 //! that library's private dependencies), so after that no unwind looks up an address in
 //! them and none reads their unwind data. The removed modules are also remembered as
-//! "closing", so that a rebuild racing with the real `dlclose` (another thread's `dlopen`)
-//! does not put them back while they are being unmapped. A closing entry ends when the
-//! module is gone from the loader's list, or (the `dlclose` only dropped a reference) once
-//! it is [`CLOSING_GRACE_NS`] old and a call that takes the loader's lock (`dladdr`) has
-//! returned after that, so the real `dlclose` is over; the module then comes back.
+//! "closing", so that a rebuild racing with the real `dlclose` (another thread's `dlopen`,
+//! or a `dlopen` from a destructor that the `dlclose` runs) does not put them back while
+//! they may still be unmapped. A closing entry ends, before the loader's list is read, when
+//! the real `dlclose` is known to be over:
+//! - the `dlclose` hook's call has returned: the entry keeps where the shim's outermost
+//!   frame of that call keeps its return address ([`HookFrame`]), and while the call runs
+//!   (the real `dlclose`, destructors included, runs inside it) that slot holds that
+//!   address; once it holds anything else, or is unmapped, the call is over (checked from
+//!   any thread, with `process_vm_readv`, so a reload right after the `dlclose` is in the
+//!   set at once);
+//! - the module is gone from the loader's list (it is unmapped);
+//! - it is [`CLOSING_GRACE_NS`] old and a call that takes the loader's lock (`dladdr`) has
+//!   returned after that (the fallback where the hook's frame was not found, or its slot
+//!   happens to hold the same address again);
+//! - in a fork child, where no `dlclose` runs.
 //!
 //! What this does not cover: unloads that bypass the hooks (glibc's internal `dlclose`, as
 //! iconv does for gconv modules) leave the module in the snapshot after it is unmapped,
@@ -27,14 +47,16 @@
 //! which a correct program's frames cannot produce (a frame-pointer guess through code
 //! without unwind information could; framehop then reads the stale module's
 //! `.eh_frame_hdr`). The same holds if a thread stalls for longer than
-//! [`CLOSING_GRACE_NS`] between our `dlclose` hook and the loader taking its lock.
+//! [`CLOSING_GRACE_NS`] between our `dlclose` hook and the loader taking its lock, and its
+//! hook frame was not found. Such an unload followed by a new load at the same place
+//! before the next rebuild also keeps the old module (and id) for the new load.
 
 use super::lock::ForkLock;
 use super::modules::{self, CodeRange, Enumeration, LoadCounters, ModuleInfo};
 use leakscope_protocol::ModuleId;
 use std::ffi::CStr;
 use std::ops::{Deref, Range};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// How long a module stays excluded after an unconfirmed `dlclose` at least.
@@ -117,6 +139,8 @@ pub(super) struct Snapshot {
     pub counters: LoadCounters,
     #[cfg(target_arch = "x86_64")]
     pub unwinder: Unwinder,
+    /// The snapshot this one replaced (set by `publish`; snapshots are never freed).
+    prev: Option<&'static Snapshot>,
 }
 
 impl Snapshot {
@@ -148,6 +172,7 @@ impl Snapshot {
             counters,
             #[cfg(target_arch = "x86_64")]
             unwinder,
+            prev: None,
         }
     }
 
@@ -212,11 +237,46 @@ pub(super) fn current() -> Option<&'static Snapshot> {
     unsafe { p.as_ref() }
 }
 
-fn publish(snapshot: Snapshot) {
+/// Publishes `snapshot` in place of the current one. Only under the rebuild lock, so the
+/// snapshot it replaces is the one it links to.
+fn publish(mut snapshot: Snapshot) {
+    snapshot.prev = current();
     let p = Box::into_raw(Box::new(snapshot));
     // The previous snapshot is deliberately leaked: a capture on another thread may still
     // be walking with it, and knowing when none is would cost every capture a shared write.
     CURRENT.swap(p, Ordering::AcqRel);
+}
+
+/// How many snapshots back [`published_since`] looks at most.
+const MAX_HISTORY: usize = 4096;
+
+/// Address of the oldest snapshot that a new announcer goes through: 0 (the first one
+/// published) in the process that started the session, the one current at the fork in a
+/// fork child (which announces its modules on a stream of its own).
+static HISTORY_FLOOR: AtomicUsize = AtomicUsize::new(0);
+
+/// For an announcer: the snapshots published after the one at address `seen`, oldest
+/// first, ending with the current one (none if `seen` is the current one). With `seen` 0
+/// (nothing seen yet), the history from the session's start (or the fork) instead, so that
+/// modules loaded and unloaded before the first poll are announced too. At most the last
+/// [`MAX_HISTORY`]. Allocates.
+pub(super) fn published_since(seen: usize) -> Vec<&'static Snapshot> {
+    let floor = HISTORY_FLOOR.load(Ordering::Relaxed);
+    let mut newer = Vec::new();
+    let mut at = current();
+    while let Some(s) = at {
+        let addr = s as *const Snapshot as usize;
+        if addr == seen {
+            break;
+        }
+        newer.push(s);
+        if (seen == 0 && addr == floor) || newer.len() == MAX_HISTORY {
+            break;
+        }
+        at = s.prev;
+    }
+    newer.reverse();
+    newer
 }
 
 /// Where the return address of the shim's outermost frame in a call chain (the hook the
@@ -504,11 +564,7 @@ pub(super) fn before_dlclose(handle: *mut libc::c_void) {
         .modules
         .iter()
         .map(|m| {
-            always_startup(m, loader)
-                || snap
-                    .modules
-                    .iter()
-                    .any(|o| o.startup && o.same_mapping(m))
+            always_startup(m, loader) || snap.modules.iter().any(|o| o.startup && o.same_mapping(m))
         })
         .collect();
     let target = en
@@ -588,11 +644,13 @@ fn loader_barrier() {
     unsafe { libc::dladdr(own_code_address() as *const libc::c_void, info.as_mut_ptr()) };
 }
 
-/// In a fork child: take the rebuild lock back from a vanished thread, and settle the
-/// closing entries at the next poll (no `dlclose` is running in the child). Never blocks or
-/// allocates; one `getpid` syscall.
+/// In a fork child: take the rebuild lock back from a vanished thread, settle the closing
+/// entries at the next poll (no `dlclose` is running in the child), and start the child's
+/// announcement history here. Never blocks or allocates; one `getpid` syscall.
 pub(super) fn fork_child() {
     REBUILD.recover_after_fork();
+    let floor = current().map_or(0, |s| s as *const Snapshot as usize);
+    HISTORY_FLOOR.store(floor, Ordering::Relaxed);
     if OLDEST_CLOSING_NS.load(Ordering::Relaxed) != 0 {
         RESOLVE_ALL_CLOSING.store(true, Ordering::Relaxed);
     }

@@ -283,7 +283,7 @@ fn a_dlclose_that_only_drops_a_reference_gives_the_module_back() {
     let mut announcer = ModuleAnnouncer::new();
     let mut records = Vec::new();
     announcer.poll(&mut records);
-    assert!(!module_records(&records).iter().any(|(_, p)| *p == path));
+    assert!(!announced_at_end(&records, &path), "{records:?}");
 
     std::thread::sleep(std::time::Duration::from_nanos(
         snapshot::CLOSING_GRACE_NS + 20_000_000,
@@ -328,9 +328,8 @@ fn dlclose_also_excludes_private_dependencies() {
     let mut announcer = ModuleAnnouncer::new();
     let mut records = Vec::new();
     announcer.poll(&mut records);
-    assert!(module_records(&records)
-        .iter()
-        .all(|(_, p)| !p.ends_with("/libleafdep.so") && !p.ends_with("/libtopdep.so")));
+    assert!(!announced_at_end(&records, "/libleafdep.so"));
+    assert!(!announced_at_end(&records, "/libtopdep.so"));
     assert!(
         !snapshot::is_closing("/libleafdep.so"),
         "unloaded with its user"
@@ -678,4 +677,359 @@ fn capture_cost() {
     }
     let ns = t.elapsed().as_nanos() as f64 / f64::from(rounds);
     println!("capture with own frames skipped: {ns:.0} ns per capture");
+}
+
+/// The program side of the reload tests: a loop that opens a library, calls into it and
+/// closes it, and a lone close, all through callbacks (as a program calls `dlopen` and
+/// `dlclose`), so the shim's frames in `on_dlopen` / `on_dlclose` sit below C frames.
+const RELOAD_HOST: &str = r#"
+#include <stdint.h>
+typedef uint64_t (*capture_t)(void *);
+typedef uint64_t (*lib_fn_t)(capture_t, void *);
+typedef void *(*open_t)(void *);
+typedef lib_fn_t (*lookup_t)(void *, void *);
+typedef int (*close_t)(void *, void *);
+#define NOINLINE __attribute__((noinline, noipa))
+volatile uint64_t host_sink;
+
+NOINLINE int64_t host_loop(void *ctx, int rounds, open_t open, lookup_t lookup,
+                           capture_t capture, close_t close) {
+    for (int i = 0; i < rounds; i++) {
+        void *h = open(ctx);
+        if (h == 0)
+            return -1;
+        lib_fn_t f = lookup(ctx, h);
+        if (f == 0)
+            return -2;
+        host_sink += f(capture, ctx);
+        if (close(ctx, h) != 0)
+            return -3;
+    }
+    return (int64_t)host_sink;
+}
+
+NOINLINE int host_close(void *ctx, void *h, close_t close) {
+    int r = close(ctx, h);
+    host_sink += (uint64_t)r;
+    return r;
+}
+"#;
+
+/// The reloaded library: its function calls back into the test, which captures.
+const RELOADED_LIB: &str = r#"
+#include <stdint.h>
+typedef uint64_t (*capture_t)(void *);
+volatile uint64_t reloaded_sink;
+__attribute__((noinline, noipa)) uint64_t reloaded_fn(capture_t capture, void *ctx) {
+    volatile char pad[24];
+    pad[(uintptr_t)ctx % 24] = 1;
+    uint64_t r = capture(ctx);
+    reloaded_sink = pad[0];
+    return r + reloaded_sink;
+}
+"#;
+
+type HostLoop = extern "C" fn(
+    *mut c_void,
+    i32,
+    extern "C" fn(*mut c_void) -> *mut c_void,
+    extern "C" fn(*mut c_void, *mut c_void) -> *mut c_void,
+    extern "C" fn(*mut c_void) -> u64,
+    extern "C" fn(*mut c_void, *mut c_void) -> i32,
+) -> i64;
+type HostClose =
+    extern "C" fn(*mut c_void, *mut c_void, extern "C" fn(*mut c_void, *mut c_void) -> i32) -> i32;
+
+/// Loads the host library and returns it with its two functions.
+fn reload_host() -> (TempLibrary, HostLoop, HostClose) {
+    let lib = build_c_library("reloadhost", RELOAD_HOST, &[]);
+    let h = dlopen(&lib.so);
+    on_dlopen();
+    // SAFETY: the functions have exactly these C signatures (RELOAD_HOST); the host library
+    // stays loaded for the rest of the test process.
+    let (run, close) = unsafe {
+        (
+            std::mem::transmute::<*mut c_void, HostLoop>(dlsym(h, "host_loop")),
+            std::mem::transmute::<*mut c_void, HostClose>(dlsym(h, "host_close")),
+        )
+    };
+    (lib, run, close)
+}
+
+/// The reload loop's state, shared with its callbacks (which must not panic: they are
+/// called from C, so they note problems instead).
+struct Reload {
+    path: CString,
+    unwinder: Box<ThreadUnwinder>,
+    announcer: ModuleAnnouncer,
+    records: Vec<Record>,
+    frames: [u64; 64],
+    n: usize,
+    /// Loads closed so far.
+    rounds: usize,
+    /// The module holding `reloaded_fn`, per load.
+    loads: Vec<ModuleId>,
+    problems: Vec<String>,
+}
+
+fn reload_ctx<'a>(ctx: *mut c_void) -> &'a mut Reload {
+    // SAFETY: the tests pass a live, exclusive `Reload` as the callbacks' context.
+    unsafe { &mut *ctx.cast::<Reload>() }
+}
+
+extern "C" fn reload_open(ctx: *mut c_void) -> *mut c_void {
+    let r = reload_ctx(ctx);
+    // SAFETY: a valid C string; the library has no constructors.
+    let h = unsafe { libc::dlopen(r.path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    if !h.is_null() {
+        on_dlopen();
+        r.announcer.poll(&mut r.records);
+    }
+    h
+}
+
+extern "C" fn reload_lookup(_ctx: *mut c_void, h: *mut c_void) -> *mut c_void {
+    // SAFETY: a live handle and a valid C string.
+    unsafe { libc::dlsym(h, c"reloaded_fn".as_ptr()) }
+}
+
+extern "C" fn reload_capture(ctx: *mut c_void) -> u64 {
+    let r = reload_ctx(ctx);
+    r.n = r.unwinder.capture(&mut r.frames);
+    r.n as u64
+}
+
+extern "C" fn reload_close(ctx: *mut c_void, h: *mut c_void) -> i32 {
+    let r = reload_ctx(ctx);
+    r.rounds += 1;
+    // Checked while the library is still loaded (dladdr names its functions).
+    let frames = &r.frames[..r.n];
+    let names: Vec<Option<String>> = frames.iter().map(|&f| symbol_name(f)).collect();
+    let expected = [Some("reloaded_fn"), Some("host_loop")];
+    if names.len() < 3 || names[..2].iter().map(Option::as_deref).ne(expected) {
+        r.problems
+            .push(format!("load {}: frames {names:?}", r.rounds));
+    }
+    match frames.first().and_then(|&f| module_containing(f)) {
+        Some(m) => r.loads.push(m.id),
+        None => r
+            .problems
+            .push(format!("load {}: the library is not in the set", r.rounds)),
+    }
+    on_dlclose(h);
+    // SAFETY: `h` came from dlopen and is closed once.
+    unsafe { libc::dlclose(h) }
+}
+
+/// The dlopen/dlclose loop of scenario 9 (tests/scenarios/dl.c): every load of the same
+/// file, at the same place, is a new module: in the set as soon as `dlopen` returned (the
+/// capture inside it goes through it to its caller), announced after the previous load's
+/// unload.
+#[test]
+fn a_library_reloaded_in_a_loop_is_a_new_module_each_time() {
+    const ROUNDS: usize = 20;
+    let _serial = serial();
+    ensure_init();
+    let (_host, host_loop, _) = reload_host();
+    let lib = build_c_library("reloaded", RELOADED_LIB, &[]);
+    let path = lib.so.to_str().unwrap().to_owned();
+    let mut r = Reload {
+        path: CString::new(path.clone()).unwrap(),
+        unwinder: unwinder(true),
+        announcer: ModuleAnnouncer::new(),
+        records: Vec::new(),
+        frames: [0; 64],
+        n: 0,
+        rounds: 0,
+        loads: Vec::new(),
+        problems: Vec::new(),
+    };
+    r.announcer.poll(&mut r.records);
+    r.records.clear();
+    let ctx = (&mut r as *mut Reload).cast::<c_void>();
+    let rc = host_loop(
+        ctx,
+        ROUNDS as i32,
+        reload_open,
+        reload_lookup,
+        reload_capture,
+        reload_close,
+    );
+    assert!(rc >= 0, "host loop failed: {rc}");
+    r.announcer.poll(&mut r.records);
+    assert!(r.problems.is_empty(), "{:#?}", r.problems);
+    assert_eq!(r.loads.len(), ROUNDS);
+    let mut distinct = r.loads.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), ROUNDS, "a new id per load: {:?}", r.loads);
+
+    // Module(load 1), Unload(load 1), Module(load 2), ...
+    #[derive(Debug, PartialEq)]
+    enum Ev {
+        Load(ModuleId),
+        Unload(ModuleId),
+    }
+    let events: Vec<Ev> = r
+        .records
+        .iter()
+        .filter_map(|rec| match rec {
+            Record::Module(m) if m.path == path => Some(Ev::Load(m.id)),
+            Record::ModuleUnload(u) if r.loads.contains(&u.id) => Some(Ev::Unload(u.id)),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<Ev> = r
+        .loads
+        .iter()
+        .flat_map(|&id| [Ev::Load(id), Ev::Unload(id)])
+        .collect();
+    assert_eq!(events, expected);
+    assert!(!snapshot::is_closing("/libreloaded.so"));
+}
+
+static NESTED_SEEN: Mutex<Option<(bool, bool)>> = Mutex::new(None);
+static NESTED_FN: AtomicU64 = AtomicU64::new(0);
+static NESTED_EXTRA: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Runs inside the `dlclose` of libnested (its destructor): loads another library through
+/// the hooks' path, which rebuilds the set while the `dlclose` is still running.
+extern "C" fn nested_fini_hook() {
+    let extra = NESTED_EXTRA.lock().ok().and_then(|p| p.clone());
+    let Some(c) = extra.and_then(|p| CString::new(p.into_os_string().into_encoded_bytes()).ok())
+    else {
+        return;
+    };
+    // SAFETY: a valid C string; the library has no constructors.
+    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    if h.is_null() {
+        return;
+    }
+    on_dlopen();
+    let held_out = module_containing(NESTED_FN.load(Ordering::Relaxed)).is_none();
+    let closing = snapshot::is_closing("/libnested.so");
+    if let Ok(mut seen) = NESTED_SEEN.lock() {
+        *seen = Some((held_out, closing));
+    }
+    on_dlclose(h);
+    // SAFETY: `h` came from dlopen just above and is closed once.
+    unsafe { libc::dlclose(h) };
+}
+
+extern "C" fn close_through_hook(_ctx: *mut c_void, h: *mut c_void) -> i32 {
+    on_dlclose(h);
+    // SAFETY: the test's handle from dlopen, closed once.
+    unsafe { libc::dlclose(h) }
+}
+
+/// A rebuild from inside the `dlclose` (a destructor that loads a library) keeps the
+/// closing module out: its `dlclose` is still running, and unmaps it afterwards.
+#[test]
+fn a_rebuild_inside_the_dlclose_keeps_the_module_out() {
+    let _serial = serial();
+    ensure_init();
+    let (_host, _, host_close) = reload_host();
+    let extra = build_c_library("nestedextra", TINY_LIB, &[]);
+    *NESTED_EXTRA.lock().unwrap() = Some(extra.so.clone());
+    let lib = build_c_library(
+        "nested",
+        "typedef void (*hook_t)(void);\n\
+         hook_t nested_fini_hook;\n\
+         int nested_fn(int x) { return x * 3 + 1; }\n\
+         __attribute__((destructor)) static void nested_fini(void) {\n\
+             if (nested_fini_hook) nested_fini_hook();\n\
+         }\n",
+        &[],
+    );
+    let h = dlopen(&lib.so);
+    on_dlopen();
+    let f = dlsym(h, "nested_fn") as u64;
+    NESTED_FN.store(f, Ordering::Relaxed);
+    assert!(module_containing(f).is_some());
+    let hook = dlsym(h, "nested_fini_hook").cast::<extern "C" fn()>();
+    // SAFETY: `nested_fini_hook` is a function-pointer variable of the loaded library.
+    unsafe { hook.write(nested_fini_hook) };
+    assert_eq!(host_close(std::ptr::null_mut(), h, close_through_hook), 0);
+    let seen = NESTED_SEEN.lock().unwrap().take();
+    assert_eq!(
+        seen,
+        Some((true, true)),
+        "(held out, closing) during its dlclose"
+    );
+    let mut announcer = ModuleAnnouncer::new();
+    let mut records = Vec::new();
+    announcer.poll(&mut records);
+    assert!(!snapshot::is_closing("/libnested.so"));
+    assert!(!announced_at_end(&records, "/libnested.so"), "{records:?}");
+}
+
+/// Whether a module whose path ends with `suffix` is announced and not unloaded by the end
+/// of `records`.
+fn announced_at_end(records: &[Record], suffix: &str) -> bool {
+    let unloaded = unload_records(records);
+    module_records(records)
+        .iter()
+        .any(|(id, p)| p.ends_with(suffix) && !unloaded.contains(id))
+}
+
+/// Once the `dlclose` hook's call returned, a module that the `dlclose` only dropped a
+/// reference to is back at the next poll (no grace period), as a new module.
+#[test]
+fn a_returned_dlclose_gives_a_still_loaded_module_back_at_once() {
+    let _serial = serial();
+    ensure_init();
+    let (_host, _, host_close) = reload_host();
+    let lib = build_c_library("refreturned", TINY_LIB, &[]);
+    let h1 = dlopen(&lib.so);
+    let h2 = dlopen(&lib.so);
+    on_dlopen();
+    let f = dlsym(h1, "leakscope_tiny") as u64;
+    let before = module_containing(f).expect("loaded").id;
+    assert_eq!(host_close(std::ptr::null_mut(), h2, close_through_hook), 0);
+    assert!(module_containing(f).is_none(), "held out by the dlclose");
+    let mut announcer = ModuleAnnouncer::new();
+    let mut records = Vec::new();
+    announcer.poll(&mut records);
+    let back = module_containing(f).expect("back after the dlclose returned");
+    assert_ne!(back.id, before);
+    assert!(!snapshot::is_closing("/librefreturned.so"));
+    on_dlclose(h1);
+    dlclose(h1);
+}
+
+/// Loads and unloads between two polls stay visible to an announcer through the snapshots'
+/// history, in order.
+#[test]
+fn the_history_shows_every_load_in_order() {
+    let _serial = serial();
+    ensure_init();
+    let (_host, _, host_close) = reload_host();
+    let lib = build_c_library("history", TINY_LIB, &[]);
+    let path = lib.so.to_str().unwrap().to_owned();
+    on_dlopen();
+    let seen = snapshot::current().unwrap() as *const snapshot::Snapshot as usize;
+    for _ in 0..3 {
+        let h = dlopen(&lib.so);
+        on_dlopen();
+        assert_eq!(host_close(std::ptr::null_mut(), h, close_through_hook), 0);
+    }
+    let history = snapshot::published_since(seen);
+    assert!(std::ptr::eq(
+        *history.last().unwrap(),
+        snapshot::current().unwrap()
+    ));
+    let mut ids: Vec<ModuleId> = Vec::new();
+    for s in &history {
+        if let Some(m) = s.modules.iter().find(|m| m.map.path == path) {
+            if ids.last() != Some(&m.id) {
+                ids.push(m.id);
+            }
+        }
+    }
+    assert_eq!(ids.len(), 3, "three loads: {ids:?}");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    // A new announcer goes through everything since the start.
+    assert!(snapshot::published_since(0).len() > history.len());
+    let now = snapshot::current().unwrap() as *const snapshot::Snapshot as usize;
+    assert!(snapshot::published_since(now).is_empty());
 }
