@@ -7,7 +7,7 @@
 //!   frees, forks, drop counts, end of stream).
 //! - [`wire`]: the only encoder and the only decoder of the byte stream (versioned header,
 //!   length-prefixed frames). Nothing else in the workspace knows a byte offset.
-//! - [`env`]: the environment variables through which `leakscope run` configures the shim.
+//! - [`env`](mod@env): the environment variables through which `leakscope run` configures the shim.
 
 pub mod env;
 pub mod event;

@@ -208,8 +208,11 @@ impl<R: Read> Decoder<R> {
             frame,
             detail,
         };
-        let records = decode_payload(&self.payload).map_err(corrupt)?;
-        out.extend(records);
+        let before = out.len();
+        if let Err(detail) = decode_payload(&self.payload, out) {
+            out.truncate(before);
+            return Err(corrupt(detail));
+        }
         self.offset += (FRAME_PREFIX_LEN + len as usize) as u64;
         self.frames += 1;
         Ok(true)
@@ -221,7 +224,8 @@ impl<R: Read> Decoder<R> {
     }
 }
 
-fn decode_payload(payload: &[u8]) -> Result<Vec<Record>, String> {
+/// Appends the payload's records to `out` (which the caller truncates on error).
+fn decode_payload(payload: &[u8], out: &mut Vec<Record>) -> Result<(), String> {
     let cfg = bincode_config();
     let mut pos = 0usize;
     let take = |pos: &mut usize| -> Result<u64, String> {
@@ -238,7 +242,7 @@ fn decode_payload(payload: &[u8]) -> Result<Vec<Record>, String> {
             payload.len() - pos
         ));
     }
-    let mut records = Vec::with_capacity(count as usize);
+    out.reserve(count as usize);
     for i in 0..count {
         let (mut r, n): (Record, usize) = bincode::decode_from_slice(&payload[pos..], cfg)
             .map_err(|e| format!("record {i} of {count}: {e}"))?;
@@ -246,7 +250,7 @@ fn decode_payload(payload: &[u8]) -> Result<Vec<Record>, String> {
         if let Some(ts) = r.ts_slot_mut() {
             *ts = Timestamp(ts.0.wrapping_add(base));
         }
-        records.push(r);
+        out.push(r);
     }
     if pos != payload.len() {
         return Err(format!(
@@ -254,7 +258,7 @@ fn decode_payload(payload: &[u8]) -> Result<Vec<Record>, String> {
             payload.len() - pos
         ));
     }
-    Ok(records)
+    Ok(())
 }
 
 /// Reads until `buf` is full or the reader reports end of file; returns bytes read.

@@ -80,7 +80,7 @@ pub struct ModuleIndex<'m> {
 
 impl<'m> ModuleIndex<'m> {
     /// Indexes every segment of `modules`.
-    pub fn new(modules: &'m HashMap<ModuleId, ModuleMap>) -> Self {
+    pub fn new(modules: &'m crate::state::FxHashMap<ModuleId, ModuleMap>) -> Self {
         let mut segments: Vec<_> = modules
             .values()
             .flat_map(|m| {

@@ -56,7 +56,7 @@ fn build_and_run(name: &str) -> Run {
     }
 }
 
-fn modules(list: Vec<ModuleMap>) -> HashMap<ModuleId, ModuleMap> {
+fn modules(list: Vec<ModuleMap>) -> crate::state::FxHashMap<ModuleId, ModuleMap> {
     list.into_iter().map(|m| (m.id, m)).collect()
 }
 

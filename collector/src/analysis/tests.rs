@@ -89,8 +89,8 @@ fn process(pid: u32, origin: Origin, end: StreamEnd) -> ProcessState {
     };
     let mut p = ProcessState::new(hello, ConnId(pid));
     p.modules = modules.into_iter().map(|m| (m.id, m)).collect();
-    p.stacks = stacks;
-    p.sites = sites;
+    p.stacks = stacks.into_iter().collect();
+    p.sites = sites.into_iter().collect();
     p.dropped = Dropped {
         ts: Timestamp(5),
         allocs: 3,
@@ -264,13 +264,19 @@ fn real_stacks_on_one_source_line_merge_after_stripping() {
     let (first, second) = traced.addrs.split_at(3);
     assert_ne!(first[1], second[1], "two call instructions");
     let mut p = process(200, Origin::Exec, StreamEnd::Clean(EndReason::Exit));
-    p.modules = HashMap::from([(traced.module.id, traced.module.clone())]);
-    p.stacks = HashMap::from([(StackId(1), first.to_vec()), (StackId(2), second.to_vec())]);
+    p.modules = [(traced.module.id, traced.module.clone())]
+        .into_iter()
+        .collect();
+    p.stacks = [(StackId(1), first.to_vec()), (StackId(2), second.to_vec())]
+        .into_iter()
+        .collect();
     let host = |stack| SiteKey {
         stack: StackId(stack),
         kind: MemoryKind::Host,
     };
-    p.sites = HashMap::from([(host(1), stats(100, 1)), (host(2), stats(50, 1))]);
+    p.sites = [(host(1), stats(100, 1)), (host(2), stats(50, 1))]
+        .into_iter()
+        .collect();
     let state = RunState::from_processes(vec![p]);
     let model = analyze(&state, &meta(), &AnalysisOptions::default());
     let sites = &model.processes[0].sites;

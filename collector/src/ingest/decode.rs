@@ -23,11 +23,13 @@ pub struct Ended<R> {
 }
 
 /// Decodes `source`, calling `on_frame` with each frame's records. `name` (the stream
-/// file's path) starts the message of a damaged stream.
+/// file's path) starts the message of a damaged stream. `on_frame` may take the records
+/// (drain them, or swap the vector for another); whatever it leaves is cleared, and the
+/// vector is reused for the next frame, so a long stream allocates no batch per frame.
 pub fn decode_stream<R: Read>(
     source: R,
     name: &str,
-    mut on_frame: impl FnMut(Vec<Record>),
+    mut on_frame: impl FnMut(&mut Vec<Record>),
 ) -> Ended<R> {
     let mut reader = BufReader::with_capacity(READ_BUFFER, source);
     let mut decoder = match Decoder::new(&mut reader) {
@@ -38,10 +40,11 @@ pub fn decode_stream<R: Read>(
         }
         Err(e) => return ended(damaged(name, &e), is_cut(&e), reader),
     };
+    let mut batch = Vec::new();
     let (close, truncated) = loop {
-        let mut batch = Vec::new();
+        batch.clear();
         match decoder.next_frame(&mut batch) {
-            Ok(true) => on_frame(batch),
+            Ok(true) => on_frame(&mut batch),
             Ok(false) => break (ConnClose::Eof, false),
             Err(e) => break (damaged(name, &e), is_cut(&e)),
         }

@@ -39,6 +39,9 @@ struct Conn {
 /// See the module documentation.
 pub struct Pipeline {
     tx: Sender<Msg>,
+    /// Emptied record vectors, back from the state thread for the readers to refill: a
+    /// frame's vector is large, and allocating one per frame costs page faults.
+    spare: Receiver<Vec<Record>>,
     state: JoinHandle<RunState>,
     conns: Vec<Conn>,
     next: u32,
@@ -57,12 +60,14 @@ impl Pipeline {
     /// Starts the state thread.
     pub fn start(options: StateOptions) -> Result<Self, RunError> {
         let (tx, rx) = bounded(CHANNEL_FRAMES);
+        let (spare_tx, spare) = bounded(CHANNEL_FRAMES);
         let state = thread::Builder::new()
             .name("leakscope-state".into())
-            .spawn(move || state_thread(rx, options))
+            .spawn(move || state_thread(rx, spare_tx, options))
             .map_err(RunError::Thread)?;
         Ok(Pipeline {
             tx,
+            spare,
             state,
             conns: Vec::new(),
             next: 0,
@@ -79,12 +84,13 @@ impl Pipeline {
         let handle = stream.try_clone().map_err(RunError::Thread)?;
         let stopped = Arc::new(AtomicBool::new(false));
         let (tx, open, stop) = (self.tx.clone(), self.open.clone(), stopped.clone());
+        let spare = self.spare.clone();
         open.fetch_add(1, Ordering::SeqCst);
         let name = path.display().to_string();
         let reader = thread::Builder::new()
             .name(format!("leakscope-read-{id}"))
             .spawn(move || {
-                read_connection(id, stream, file, &name, &tx, &stop);
+                read_connection(id, stream, file, &name, (&tx, &spare), &stop);
                 open.fetch_sub(1, Ordering::SeqCst);
             });
         let reader = match reader {
@@ -140,12 +146,13 @@ fn read_connection(
     stream: UnixStream,
     file: std::fs::File,
     name: &str,
-    tx: &Sender<Msg>,
+    (tx, spare): (&Sender<Msg>, &Receiver<Vec<Record>>),
     stopped: &AtomicBool,
 ) {
     let tee = Tee::new(stream, file);
     let ended = decode_stream(tee, name, |records| {
-        let _ = tx.send(Msg::Records(id, records));
+        let full = std::mem::replace(records, spare.try_recv().unwrap_or_default());
+        let _ = tx.send(Msg::Records(id, full));
     });
     let mut tee = ended.source;
     let close = match ended.close {
@@ -167,11 +174,14 @@ fn read_connection(
     let _ = tx.send(Msg::Closed(id, close));
 }
 
-fn state_thread(rx: Receiver<Msg>, options: StateOptions) -> RunState {
+fn state_thread(rx: Receiver<Msg>, spare: Sender<Vec<Record>>, options: StateOptions) -> RunState {
     let mut state = RunState::new(options);
     for msg in rx {
         match msg {
-            Msg::Records(conn, records) => state.apply_all(conn, records),
+            Msg::Records(conn, mut records) => {
+                state.apply_all(conn, records.drain(..));
+                let _ = spare.try_send(records);
+            }
             Msg::Closed(conn, how) => state.end_stream(conn, how),
             Msg::Warning(w) => state.warnings.push(w),
         }

@@ -33,7 +33,9 @@ pub fn load(dir: &Path, options: StateOptions) -> Result<Loaded, RecordingError>
             source,
         })?;
         let name = path.display().to_string();
-        let ended = decode_stream(file, &name, |records| state.apply_all(*conn, records));
+        let ended = decode_stream(file, &name, |records| {
+            state.apply_all(*conn, records.drain(..))
+        });
         // A stream the collector stopped while its process ran may end mid-frame: that is
         // the cut, not damage.
         let still_open = found.meta.open_streams.contains(&conn.0);

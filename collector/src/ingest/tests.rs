@@ -528,8 +528,9 @@ fn ingest_throughput() {
 
     let t = Instant::now();
     let mut state = RunState::new(StateOptions::default());
-    let ended =
-        crate::ingest::decode::decode_stream(&bytes[..], "mem", |r| state.apply_all(ConnId(0), r));
+    let ended = crate::ingest::decode::decode_stream(&bytes[..], "mem", |r| {
+        state.apply_all(ConnId(0), r.drain(..))
+    });
     assert_eq!(ended.close, crate::state::ConnClose::Eof);
     state.finish();
     let dt = t.elapsed().as_secs_f64();

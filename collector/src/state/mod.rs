@@ -23,7 +23,6 @@ mod tests;
 use leakscope_protocol::{
     Dropped, Hello, MemoryKind, ModuleId, ModuleMap, Pid, RuntimeAddr, StackId, Timestamp,
 };
-use std::collections::HashMap;
 use std::fmt;
 
 pub use hash::{FxHashMap, FxHashSet, FxHasher};
@@ -142,9 +141,10 @@ pub struct ProcessState {
     pub hello: Hello,
     /// Every module the process loaded, unloaded ones included (stacks recorded while they
     /// were loaded still refer to them); see `unloaded_modules`.
-    pub modules: HashMap<ModuleId, ModuleMap>,
-    pub stacks: HashMap<StackId, Vec<RuntimeAddr>>,
-    pub sites: HashMap<SiteKey, SiteStats>,
+    pub modules: FxHashMap<ModuleId, ModuleMap>,
+    pub stacks: FxHashMap<StackId, Vec<RuntimeAddr>>,
+    /// Looked up for every allocation and free: a fast hasher, not SipHash.
+    pub sites: FxHashMap<SiteKey, SiteStats>,
     /// Latest cumulative drop counts reported by the shim.
     pub dropped: Dropped,
     /// Frees whose allocation was never seen (made before tracking, or dropped).
@@ -168,9 +168,9 @@ impl ProcessState {
     pub fn new(hello: Hello, stream: ConnId) -> Self {
         ProcessState {
             hello,
-            modules: HashMap::new(),
-            stacks: HashMap::new(),
-            sites: HashMap::new(),
+            modules: FxHashMap::default(),
+            stacks: FxHashMap::default(),
+            sites: FxHashMap::default(),
             dropped: Dropped::default(),
             unknown_frees: 0,
             end: StreamEnd::Open,

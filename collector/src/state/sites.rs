@@ -1,12 +1,12 @@
 //! Per-site statistics updates: every change to a [`SiteStats`] goes through here, so the
 //! counters stay consistent (saturating on hostile sizes) whichever table made the change.
 
+use crate::state::hash::FxHashMap;
 use crate::state::{SiteKey, SiteStats};
-use std::collections::HashMap;
 
 /// The sites of one process and the threshold that makes a freed block temporary.
 pub(crate) struct SiteBook<'a> {
-    pub sites: &'a mut HashMap<SiteKey, SiteStats>,
+    pub sites: &'a mut FxHashMap<SiteKey, SiteStats>,
     pub temporary_ns: u64,
 }
 

@@ -742,7 +742,7 @@ fn random_cross_thread_histories_match_the_truth() {
     for round in 0..2000 {
         let threads = 1 + rng.below(3) as u32;
         let mut per_thread: Vec<Vec<Record>> = vec![Vec::new(); threads as usize];
-        let mut truth: HashMap<u32, u64> = HashMap::new();
+        let mut truth: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
         let mut ts = 1u64;
         for addr in 0..3u64 {
             let lifetimes = 1 + rng.below(3);
