@@ -5,20 +5,28 @@
 mod common;
 
 use common::*;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs `prog` with the shim preloaded and no collector behind its socket.
+fn without_collector(prog: &Path, quiet: bool) -> Output {
+    let mut cmd = Command::new(prog);
+    scrub_env(&mut cmd)
+        .env("LD_PRELOAD", &binaries().shim)
+        .env("LEAKSCOPE_SOCKET", "@nonexistent-xyz");
+    if quiet {
+        cmd.env("LEAKSCOPE_QUIET", "1");
+    }
+    run_cmd(&mut cmd)
+}
 
 #[test]
 fn shim_without_collector_leaves_program_unchanged() {
     let work = Work::new("nocollector");
     let prog = gcc(&work, &[&scenario("threads.c")], "threads", &["-pthread"]);
-    let shim = &binaries().shim;
 
     let bare = bare_run(&prog, &[]);
-    let mut cmd = Command::new(&prog);
-    scrub_env(&mut cmd)
-        .env("LD_PRELOAD", shim)
-        .env("LEAKSCOPE_SOCKET", "@nonexistent-xyz");
-    let out = run_cmd(&mut cmd);
+    let out = without_collector(&prog, false);
 
     assert_eq!(text(&out.stdout), text(&bare.stdout));
     assert_eq!(shell_code(out.status), shell_code(bare.status));
@@ -29,12 +37,7 @@ fn shim_without_collector_leaves_program_unchanged() {
     assert!(lines[0].starts_with("leakscope:"), "got {stderr:?}");
 
     // LEAKSCOPE_QUIET=1 silences that line.
-    let mut cmd = Command::new(&prog);
-    scrub_env(&mut cmd)
-        .env("LD_PRELOAD", shim)
-        .env("LEAKSCOPE_SOCKET", "@nonexistent-xyz")
-        .env("LEAKSCOPE_QUIET", "1");
-    let out = run_cmd(&mut cmd);
+    let out = without_collector(&prog, true);
     assert_eq!(text(&out.stdout), text(&bare.stdout));
     assert_eq!(shell_code(out.status), shell_code(bare.status));
     assert_eq!(
@@ -47,11 +50,7 @@ fn shim_without_collector_leaves_program_unchanged() {
     // shim's one-line notice.
     let fork = gcc(&work, &[&scenario("fork.c")], "fork", &[]);
     let bare = bare_run(&fork, &[]);
-    let mut cmd = Command::new(&fork);
-    scrub_env(&mut cmd)
-        .env("LD_PRELOAD", shim)
-        .env("LEAKSCOPE_SOCKET", "@nonexistent-xyz");
-    let out = run_cmd(&mut cmd);
+    let out = without_collector(&fork, false);
     assert_eq!(text(&out.stdout), text(&bare.stdout));
     assert_eq!(shell_code(out.status), shell_code(bare.status));
     for line in text(&out.stderr).lines() {

@@ -37,10 +37,30 @@ impl Env {
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+
+    /// Runs leakscope with `args` and waits for it.
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
 }
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// Asserts that leakscope's stderr mentions `what`.
+fn assert_stderr_has(out: &Output, what: &str) {
+    let err = text(&out.stderr);
+    assert!(err.contains(what), "{what:?} missing from:\n{err}");
+}
+
+/// The JSON report `leakscope run --format json` wrote to stderr, between the loader's
+/// complaint about the stand-in shim and leakscope's closing lines.
+fn json_report_in_stderr(out: &Output) -> serde_json::Value {
+    let err = text(&out.stderr);
+    let start = err.find("\n{").map_or(0, |i| i + 1);
+    let end = err.rfind("\n}").unwrap() + 2;
+    serde_json::from_str(&err[start..end]).unwrap()
 }
 
 fn meta(dir: &Path) -> serde_json::Value {
@@ -50,11 +70,7 @@ fn meta(dir: &Path) -> serde_json::Value {
 #[test]
 fn exit_code_and_recording() {
     let env = Env::new();
-    let out = env
-        .cmd()
-        .args(["run", "--out", "rec", "--", "sh", "-c", "echo hi; exit 3"])
-        .output()
-        .unwrap();
+    let out = env.run(&["run", "--out", "rec", "--", "sh", "-c", "echo hi; exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
@@ -70,11 +86,7 @@ fn exit_code_and_recording() {
     assert!(env.path("rec/streams").is_dir());
 
     // The report again, as JSON on stdout.
-    let out = env
-        .cmd()
-        .args(["report", "rec", "--format", "json"])
-        .output()
-        .unwrap();
+    let out = env.run(&["report", "rec", "--format", "json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["exit_status"], 3);
@@ -83,11 +95,7 @@ fn exit_code_and_recording() {
 #[test]
 fn killed_command_exits_128_plus_signal() {
     let env = Env::new();
-    let out = env
-        .cmd()
-        .args(["run", "-o", "rec", "--", "sh", "-c", "kill -9 $$"])
-        .output()
-        .unwrap();
+    let out = env.run(&["run", "-o", "rec", "--", "sh", "-c", "kill -9 $$"]);
     assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
     let m = meta(&env.path("rec"));
     assert_eq!(m["exit_status"], 137);
@@ -97,17 +105,9 @@ fn killed_command_exits_128_plus_signal() {
 #[test]
 fn command_not_found_is_127_and_leaves_nothing() {
     let env = Env::new();
-    let out = env
-        .cmd()
-        .args(["run", "-o", "rec", "--", "leakscope-no-such-command"])
-        .output()
-        .unwrap();
+    let out = env.run(&["run", "-o", "rec", "--", "leakscope-no-such-command"]);
     assert_eq!(out.status.code(), Some(127));
-    assert!(
-        text(&out.stderr).contains("leakscope-no-such-command: command not found"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr_has(&out, "leakscope-no-such-command: command not found");
     assert!(!env.path("rec").exists());
 }
 
@@ -116,17 +116,9 @@ fn refuses_a_non_empty_directory_and_a_missing_shim() {
     let env = Env::new();
     std::fs::create_dir(env.path("rec")).unwrap();
     std::fs::write(env.path("rec/keep"), b"x").unwrap();
-    let out = env
-        .cmd()
-        .args(["run", "-o", "rec", "--", "true"])
-        .output()
-        .unwrap();
+    let out = env.run(&["run", "-o", "rec", "--", "true"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("not empty"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr_has(&out, "not empty");
     assert_eq!(std::fs::read(env.path("rec/keep")).unwrap(), b"x");
 
     let out = env
@@ -136,17 +128,13 @@ fn refuses_a_non_empty_directory_and_a_missing_shim() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("LEAKSCOPE_SHIM"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr_has(&out, "LEAKSCOPE_SHIM");
 }
 
 #[test]
 fn default_directory_is_named_after_the_command() {
     let env = Env::new();
-    let out = env.cmd().args(["run", "--", "true"]).output().unwrap();
+    let out = env.run(&["run", "--", "true"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let dirs: Vec<String> = std::fs::read_dir(env.dir.path())
         .unwrap()
@@ -262,12 +250,7 @@ fn streams_sent_to_the_socket_are_recorded_and_reported() {
         std::fs::read(env.path("rec/streams/000000.lks")).unwrap(),
         bytes
     );
-    // stderr also holds the loader's complaint about the stand-in shim and leakscope's
-    // closing lines: the report is the JSON object between.
-    let err = text(&out.stderr);
-    let start = err.find("\n{").map_or(0, |i| i + 1);
-    let end = err.rfind("\n}").unwrap() + 2;
-    let j: serde_json::Value = serde_json::from_str(&err[start..end]).unwrap();
+    let j = json_report_in_stderr(&out);
     assert_eq!(j["processes"][0]["pid"], 4242);
     assert_eq!(j["processes"][0]["stream"], "clean");
     assert_eq!(j["processes"][0]["sites"][0]["outstanding_bytes"], 777);
@@ -303,17 +286,10 @@ fn a_process_still_connected_after_the_grace_period_is_open() {
     assert_eq!(meta(&env.path("rec"))["open_streams"][0], 0);
     let rec = std::fs::read(env.path("rec/streams/000000.lks")).unwrap();
     assert_eq!(rec, bytes, "every byte received is recorded");
-    let err = text(&out.stderr);
-    let start = err.find("\n{").map_or(0, |i| i + 1);
-    let end = err.rfind("\n}").unwrap() + 2;
-    let j: serde_json::Value = serde_json::from_str(&err[start..end]).unwrap();
+    let j = json_report_in_stderr(&out);
     assert_eq!(j["processes"][0]["stream"], "open", "{j}");
     // Read back: the unfinished frame is the collector's stop, not damage.
-    let out = env
-        .cmd()
-        .args(["report", "rec", "--format", "json"])
-        .output()
-        .unwrap();
+    let out = env.run(&["report", "rec", "--format", "json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["processes"][0]["stream"], "open", "{j}");

@@ -205,12 +205,9 @@ impl Channel {
                 while may_wait() && clock::monotonic_ns() < deadline {
                     nap(nap_us);
                     nap_us = (nap_us * 2).min(1000);
-                    b = match self.full_tx.try_send(b) {
-                        Ok(()) => {
-                            self.bell.ring();
-                            return Submitted::Sent;
-                        }
-                        Err(TrySendError::Full(b) | TrySendError::Disconnected(b)) => b,
+                    b = match self.try_submit(b) {
+                        Ok(()) => return Submitted::Sent,
+                        Err(b) => b,
                     };
                 }
                 self.congested.store(true, Ordering::Relaxed);
@@ -218,6 +215,19 @@ impl Channel {
         }
         self.discard(b);
         Submitted::Dropped
+    }
+
+    /// A batch taken out of a slot: submitted if it holds events, recycled if empty.
+    /// `Dropped` only when a submitted batch had to be dropped.
+    pub fn submit_taken(&self, b: Option<Box<Batch>>, may_wait: &dyn Fn() -> bool) -> Submitted {
+        match b {
+            Some(b) if !b.is_empty() => self.submit(b, may_wait),
+            Some(b) => {
+                self.recycle(b);
+                Submitted::Sent
+            }
+            None => Submitted::Sent,
+        }
     }
 
     /// Hands a full batch to the sender if the channel has room right now.

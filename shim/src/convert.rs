@@ -7,7 +7,7 @@ use crate::timebase::Timebase;
 use leakscope_protocol::{
     Alloc, Fork, Free, Pid, Record, RuntimeAddr, StackDef, StackId, ThreadId, Timestamp,
 };
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Stack hashes are already well mixed: use them as their own hash.
@@ -52,10 +52,10 @@ impl Converter {
         for e in b.events() {
             match *e {
                 RawEvent::Stack { hash, first, len } => {
-                    if !self.stacks.contains_key(&hash) {
+                    if let Entry::Vacant(slot) = self.stacks.entry(hash) {
                         let id = StackId(self.next_id);
                         self.next_id += 1;
-                        self.stacks.insert(hash, id);
+                        slot.insert(id);
                         out.push(Record::Stack(StackDef {
                             id,
                             frames: b
@@ -84,10 +84,7 @@ impl Converter {
                         api,
                         stack: id,
                     })),
-                    None => {
-                        lost.allocs += 1;
-                        lost.alloc_bytes += size;
-                    }
+                    None => lost.add(Loss::of(e)),
                 },
                 RawEvent::Free {
                     tid,

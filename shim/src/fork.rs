@@ -29,16 +29,9 @@ pub fn before(g: &Guard) {
         };
         let taken = l.take();
         drop(l);
-        match taken {
-            Some(b) if !b.is_empty() => {
-                // A batch dropped here (the channel stayed full) is counted; the owning
-                // thread's later events that use its stack definitions are dropped and
-                // counted by the sender.
-                let _ = s.channel.submit(b, &session::is_active);
-            }
-            Some(b) => s.channel.recycle(b),
-            None => {}
-        }
+        // A batch dropped here (the channel stayed full) is counted; the owning thread's
+        // later events that use its stack definitions are dropped and counted by the sender.
+        let _ = s.channel.submit_taken(taken, &session::is_active);
     }
 }
 

@@ -15,6 +15,7 @@ use crate::{sender, unwind};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use leakscope_protocol::{EndReason, Origin, Pid};
 use std::ffi::{c_int, c_void};
+use std::fmt;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
@@ -236,45 +237,42 @@ fn start(s: &'static Session, prepare_unwinder: fn()) {
     CURRENT.store(std::ptr::from_ref(s).cast_mut(), Ordering::Release);
     let quiet = s.config.quiet;
     let Some(target) = s.config.socket.as_deref() else {
-        diag::untracked(
+        return untracked(
             quiet,
             format_args!(
                 "{} is not set: this process runs untracked",
                 leakscope_protocol::env::SOCKET
             ),
         );
-        STATE.store(DISABLED, Ordering::Release);
-        return;
     };
     let conn = match transport::connect(target) {
         Ok(c) => c,
         Err(e) => {
-            diag::untracked(
+            return untracked(
                 quiet,
                 format_args!(
                     "cannot reach the collector at {target} ({e}): this process runs untracked"
                 ),
             );
-            STATE.store(DISABLED, Ordering::Release);
-            return;
         }
     };
     if let Err(e) = sender::greet(s, &conn) {
-        diag::untracked(
+        return untracked(
             quiet,
             format_args!("lost the collector at {target} ({e}): this process runs untracked"),
         );
-        STATE.store(DISABLED, Ordering::Release);
-        return;
     }
     prepare_unwinder();
     match sender::spawn(s, conn) {
         Ok(()) => STATE.store(ACTIVE, Ordering::Release),
-        Err(e) => {
-            diag::untracked(quiet, format_args!("{e}: this process runs untracked"));
-            STATE.store(DISABLED, Ordering::Release);
-        }
+        Err(e) => untracked(quiet, format_args!("{e}: this process runs untracked")),
     }
+}
+
+/// Prints the one line and disables recording for this process.
+fn untracked(quiet: bool, msg: fmt::Arguments<'_>) {
+    diag::untracked(quiet, msg);
+    STATE.store(DISABLED, Ordering::Release);
 }
 
 /// The sender lost the collector: recording stops for good.
@@ -297,8 +295,7 @@ pub fn before_exec() {
         return;
     }
     let Some(s) = current() else { return };
-    // SAFETY: getpid has no preconditions (glibc does not cache it).
-    if unsafe { libc::getpid() } as u32 != s.pid {
+    if !in_own_process(s) {
         return;
     }
     if let Some(_guard) = Guard::enter() {
@@ -324,6 +321,13 @@ pub fn restart_in_fork_child() {
     start(s, || {});
 }
 
+/// Whether the calling process is the one session `s` records (false in a `vfork` child,
+/// which shares the parent's memory).
+fn in_own_process(s: &Session) -> bool {
+    // SAFETY: getpid has no preconditions (glibc does not cache it).
+    (unsafe { libc::getpid() }) as u32 == s.pid
+}
+
 extern "C" fn at_exit(_: *mut c_void) {
     end_process();
 }
@@ -332,9 +336,8 @@ extern "C" fn at_exit(_: *mut c_void) {
 /// stream and `End{Exit}`, waiting a bounded time; afterwards hooks pass through.
 pub fn end_process() {
     let Some(s) = current() else { return };
-    // SAFETY: getpid has no preconditions. Checked first: a `vfork` child must not touch
-    // the parent's thread state.
-    if unsafe { libc::getpid() } as u32 != s.pid {
+    // Checked first: a `vfork` child must not touch the parent's thread state.
+    if !in_own_process(s) {
         return;
     }
     // Busy already when a signal handler interrupted a hook: go on all the same (the sender

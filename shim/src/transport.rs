@@ -42,11 +42,7 @@ pub fn is_our_fd(fd: c_int) -> bool {
     if fd < 0 || fd != OUR_FD.load(Ordering::Acquire) {
         return false;
     }
-    let ours = (
-        OUR_DEV.load(Ordering::Relaxed),
-        OUR_INO.load(Ordering::Relaxed),
-    );
-    if identity(fd) == Some(ours) {
+    if identity(fd) == Some(our_identity()) {
         return true;
     }
     let _ = OUR_FD.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Relaxed);
@@ -150,13 +146,17 @@ impl Drop for Conn {
 /// end when the parent ends), unless the program has reused the descriptor.
 pub fn abandon_inherited() {
     let fd = OUR_FD.swap(-1, Ordering::AcqRel);
-    let id = (
-        OUR_DEV.load(Ordering::Relaxed),
-        OUR_INO.load(Ordering::Relaxed),
-    );
-    if fd >= 0 && identity(fd) == Some(id) {
+    if fd >= 0 && identity(fd) == Some(our_identity()) {
         close_raw(fd);
     }
+}
+
+/// (device, inode) of the shim's socket, as stored by [`connect`].
+fn our_identity() -> (u64, u64) {
+    (
+        OUR_DEV.load(Ordering::Relaxed),
+        OUR_INO.load(Ordering::Relaxed),
+    )
 }
 
 /// Closes `fd` with the system call itself: `libc::close` would reach the shim's own hook.

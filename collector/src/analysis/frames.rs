@@ -4,7 +4,7 @@
 use crate::analysis::model::Frame;
 
 /// File name of the shim library; its frames are never the program's.
-pub const SHIM_MODULE: &str = "libleakscope_shim.so";
+pub const SHIM_MODULE: &str = crate::run::shim::SHIM_FILE;
 
 /// How a table entry matches a demangled function name.
 #[derive(Clone, Copy, Debug)]

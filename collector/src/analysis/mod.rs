@@ -85,7 +85,6 @@ fn analyze_process(
                 .iter()
                 .flat_map(|addr: &RuntimeAddr| symbols.get(addr).into_iter().flatten().cloned())
                 .collect();
-            let pool = pool_for(key.kind, &full);
             let frames = if opts.keep_allocator_frames {
                 full
             } else {
@@ -93,7 +92,7 @@ fn analyze_process(
             };
             SymbolizedSite {
                 kind: key.kind,
-                pool,
+                pool: pool_for(key.kind),
                 frames,
                 stats: process.sites[key],
             }

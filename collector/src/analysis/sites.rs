@@ -8,9 +8,8 @@ use leakscope_protocol::MemoryKind;
 use std::cmp::Reverse;
 use std::collections::HashMap;
 
-/// The allocator pool an allocation of `kind` came from, judged from its full symbolized
-/// stack (allocator frames included).
-pub fn pool_for(kind: MemoryKind, _frames: &[Frame]) -> &'static str {
+/// The allocator pool an allocation of `kind` came from.
+pub fn pool_for(kind: MemoryKind) -> &'static str {
     match kind {
         MemoryKind::Host => "malloc",
         MemoryKind::Mapped => "mmap",
@@ -164,7 +163,7 @@ mod tests {
     fn part(kind: MemoryKind, frames: Vec<Frame>, stats: SiteStats) -> SymbolizedSite {
         SymbolizedSite {
             kind,
-            pool: pool_for(kind, &frames),
+            pool: pool_for(kind),
             frames,
             stats,
         }

@@ -6,7 +6,7 @@ use crate::ingest::meta::RecordingMeta;
 use crate::ingest::pipeline::Pipeline;
 use crate::ingest::recording::{contents, stream_path, Recording, META_FILE};
 use crate::ingest::replay::load;
-use crate::state::{ConnId, RunState, SiteKey, StateOptions, StreamEnd};
+use crate::state::{ConnId, ProcessState, RunState, SiteKey, StateOptions, StreamEnd};
 use leakscope_protocol::wire::{encode_frame, encode_header, HEADER_LEN};
 use leakscope_protocol::{
     Alloc, Api, End, EndReason, Fork, Free, Hello, MemoryKind, Origin, Pid, Record, RuntimeAddr,
@@ -440,6 +440,11 @@ fn check_family_live(state: &RunState) {
 /// A synthetic single-process stream of about `n` records in frames of 1000: 64 threads'
 /// buffers interleaved, 2000 stacks, addresses reused as an allocator would (most blocks
 /// freed soon by the thread that made them, some by another thread, some kept).
+/// Outstanding bytes of `p`, summed over its sites.
+fn outstanding_bytes(p: &ProcessState) -> u64 {
+    p.sites.values().map(|s| s.outstanding_bytes).sum()
+}
+
 fn synthetic_stream(n: usize, seed: u64) -> (Vec<Vec<Record>>, Vec<u8>) {
     let mut rng = seed;
     let mut next = move || {
@@ -520,11 +525,7 @@ fn ingest_throughput() {
         "state only:      {:.1} M records/s",
         records as f64 / dt / 1e6
     );
-    let outstanding: u64 = state.processes[0]
-        .sites
-        .values()
-        .map(|s| s.outstanding_bytes)
-        .sum();
+    let outstanding = outstanding_bytes(&state.processes[0]);
 
     let t = Instant::now();
     let mut state = RunState::new(StateOptions::default());
@@ -538,12 +539,7 @@ fn ingest_throughput() {
         "decode + state:  {:.1} M records/s",
         records as f64 / dt / 1e6
     );
-    let again: u64 = state.processes[0]
-        .sites
-        .values()
-        .map(|s| s.outstanding_bytes)
-        .sum();
-    assert_eq!(again, outstanding);
+    assert_eq!(outstanding_bytes(&state.processes[0]), outstanding);
 
     for streams in [1usize, 4] {
         let dir = tempfile::tempdir().unwrap();
@@ -573,8 +569,7 @@ fn ingest_throughput() {
         );
         assert_eq!(ingested.state.processes.len(), streams);
         for p in &ingested.state.processes {
-            let total: u64 = p.sites.values().map(|s| s.outstanding_bytes).sum();
-            assert_eq!(total, outstanding);
+            assert_eq!(outstanding_bytes(p), outstanding);
         }
     }
 }

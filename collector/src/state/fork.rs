@@ -62,10 +62,7 @@ impl Snapshot {
                 cl.module_order.push(*id);
             }
         }
-        let mut book = SiteBook {
-            sites: &mut cp.sites,
-            temporary_ns: opts.temporary_ns,
-        };
+        let mut book = SiteBook::new(&mut cp.sites, opts);
         for (key, mut block) in self.blocks {
             block.stack = ids.get(block.stack);
             cl.blocks.inherit(key, block, &mut book);

@@ -51,10 +51,7 @@ impl ProcLive {
         match record {
             Record::Alloc(a) => {
                 let horizon = Self::horizon(p, opts);
-                let mut book = SiteBook {
-                    sites: &mut p.sites,
-                    temporary_ns: opts.temporary_ns,
-                };
+                let mut book = SiteBook::new(&mut p.sites, opts);
                 let block = Block {
                     ts: a.ts.0,
                     size: a.size,
@@ -77,10 +74,7 @@ impl ProcLive {
             }
             Record::Free(f) => {
                 let horizon = Self::horizon(p, opts);
-                let mut book = SiteBook {
-                    sites: &mut p.sites,
-                    temporary_ns: opts.temporary_ns,
-                };
+                let mut book = SiteBook::new(&mut p.sites, opts);
                 if f.kind == MemoryKind::Mapped {
                     if !self
                         .maps
@@ -132,11 +126,12 @@ impl ProcLive {
             Record::End(e) => p.end = StreamEnd::Clean(e.reason),
             Record::Hello(_) => {}
         }
-        self.add(p, tally);
+        Self::add(p, tally);
         forked
     }
 
-    fn add(&self, p: &mut ProcessState, tally: Tally) {
+    /// Adds what settling counted to the process.
+    fn add(p: &mut ProcessState, tally: Tally) {
         p.unknown_frees = p.unknown_frees.saturating_add(tally.unknown_frees);
         p.anomalies.implied_frees = p
             .anomalies
@@ -152,15 +147,12 @@ impl ProcLive {
         }
         self.finalized = true;
         let mut tally = Tally::default();
-        let mut book = SiteBook {
-            sites: &mut p.sites,
-            temporary_ns: opts.temporary_ns,
-        };
+        let mut book = SiteBook::new(&mut p.sites, opts);
         let blocks = self.blocks.finalize();
         tally.unknown_frees += blocks.unknown_frees;
         tally.implied_frees += blocks.implied_frees;
         self.maps.sweep(Horizon::END, &mut book, &mut tally);
-        self.add(p, tally);
+        Self::add(p, tally);
         p.anomalies.undefined_stacks = p
             .sites
             .keys()

@@ -2,12 +2,22 @@
 //! counters stay consistent (saturating on hostile sizes) whichever table made the change.
 
 use crate::state::hash::FxHashMap;
-use crate::state::{SiteKey, SiteStats};
+use crate::state::{SiteKey, SiteStats, StateOptions};
 
 /// The sites of one process and the threshold that makes a freed block temporary.
 pub(crate) struct SiteBook<'a> {
-    pub sites: &'a mut FxHashMap<SiteKey, SiteStats>,
-    pub temporary_ns: u64,
+    sites: &'a mut FxHashMap<SiteKey, SiteStats>,
+    temporary_ns: u64,
+}
+
+impl<'a> SiteBook<'a> {
+    /// The book of `sites`, with the temporary threshold of `opts`.
+    pub fn new(sites: &'a mut FxHashMap<SiteKey, SiteStats>, opts: &StateOptions) -> Self {
+        SiteBook {
+            sites,
+            temporary_ns: opts.temporary_ns,
+        }
+    }
 }
 
 impl SiteBook<'_> {

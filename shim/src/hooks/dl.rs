@@ -30,6 +30,9 @@ extern "C" fn unavailable() -> *mut c_void {
 }
 
 /// Router of the `dlopen` trampoline: where to continue with the original arguments.
+///
+/// # Safety
+/// `dlopen`'s contract (`file` is null or a NUL-terminated string).
 pub unsafe extern "C" fn dlopen_route(file: *const c_char, _mode: c_int) -> usize {
     match REAL.dlopen.get() {
         Some(f) if depends_on_caller(file) => f as usize,
@@ -39,6 +42,9 @@ pub unsafe extern "C" fn dlopen_route(file: *const c_char, _mode: c_int) -> usiz
 }
 
 /// Router of the `dlmopen` trampoline.
+///
+/// # Safety
+/// `dlmopen`'s contract (`file` is null or a NUL-terminated string).
 pub unsafe extern "C" fn dlmopen_route(_ns: c_long, file: *const c_char, _mode: c_int) -> usize {
     match REAL.dlmopen.get() {
         Some(f) if depends_on_caller(file) => f as usize,
@@ -58,6 +64,9 @@ fn loaded(handle: *mut c_void) -> *mut c_void {
 
 /// `dlopen` for a request that does not depend on the caller. No guard is held during the
 /// real call: the new module's constructors are the program's code, and are recorded.
+///
+/// # Safety
+/// `dlopen`'s contract.
 unsafe extern "C" fn dlopen_tracked(file: *const c_char, mode: c_int) -> *mut c_void {
     match REAL.dlopen.get() {
         // SAFETY: forwarding.
@@ -66,6 +75,10 @@ unsafe extern "C" fn dlopen_tracked(file: *const c_char, mode: c_int) -> *mut c_
     }
 }
 
+/// `dlmopen` for a request that does not depend on the caller (see [`dlopen_tracked`]).
+///
+/// # Safety
+/// `dlmopen`'s contract.
 unsafe extern "C" fn dlmopen_tracked(ns: c_long, file: *const c_char, mode: c_int) -> *mut c_void {
     match REAL.dlmopen.get() {
         // SAFETY: forwarding.

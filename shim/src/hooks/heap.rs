@@ -243,7 +243,13 @@ pub unsafe fn aligned(
 /// The C function's contract.
 pub unsafe fn page_aligned(real: &Real<MallocFn>, api: Api, size: size_t) -> *mut c_void {
     let Some(f) = real.get() else {
-        return from_arena(size.next_multiple_of(PAGE), PAGE);
+        return match size.checked_next_multiple_of(PAGE) {
+            Some(rounded) => from_arena(rounded, PAGE),
+            None => {
+                set_errno(libc::ENOMEM);
+                std::ptr::null_mut()
+            }
+        };
     };
     let Some(g) = Guard::enter() else {
         // SAFETY: forwarding.

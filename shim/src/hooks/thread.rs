@@ -69,6 +69,9 @@ pub unsafe fn pthread_create(
 
 /// The start routine of every thread the program creates while the shim is on: learns the
 /// thread's stack bounds, then runs the program's routine.
+///
+/// # Safety
+/// `p` must be a `Box<Start>` turned into a raw pointer, whose ownership passes here.
 unsafe extern "C-unwind" fn trampoline(p: *mut c_void) -> *mut c_void {
     // SAFETY: `pthread_create` above passed a `Box<Start>` and gave up ownership.
     let Start { routine, arg } = *unsafe { Box::from_raw(p.cast::<Start>()) };

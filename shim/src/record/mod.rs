@@ -163,7 +163,7 @@ fn push(
         b.has_room(e, f)
     });
     if !room && !rotate(s, &mut l, &mut cache, &mut define, stack.is_some()) {
-        s.channel.drops.add(loss_of(&ev));
+        s.channel.drops.add(Loss::of(&ev));
         return;
     }
     let Some(b) = l.batch().as_mut() else { return };
@@ -208,30 +208,7 @@ fn rotate(
 /// Takes the slot's batch and hands it to the sender (an empty one goes back to the pool).
 /// True when it had to be dropped.
 fn send_taken(s: &Session, l: &mut slot::Locked<'_>) -> bool {
-    match l.take() {
-        Some(b) if !b.is_empty() => s.channel.submit(b, &session::is_active) == Submitted::Dropped,
-        Some(b) => {
-            s.channel.recycle(b);
-            false
-        }
-        None => false,
-    }
-}
-
-fn loss_of(ev: &RawEvent) -> Loss {
-    match *ev {
-        RawEvent::Alloc { size, .. } => Loss {
-            allocs: 1,
-            alloc_bytes: size,
-            frees: 0,
-        },
-        RawEvent::Free { .. } => Loss {
-            allocs: 0,
-            alloc_bytes: 0,
-            frees: 1,
-        },
-        RawEvent::Stack { .. } | RawEvent::Fork { .. } => Loss::default(),
-    }
+    s.channel.submit_taken(l.take(), &session::is_active) == Submitted::Dropped
 }
 
 /// Called when a thread hands its context back: its pending events go to the sender if

@@ -55,6 +55,32 @@ pub struct Loss {
     pub frees: u64,
 }
 
+impl Loss {
+    /// What dropping `e` loses (nothing for stack definitions and forks).
+    pub fn of(e: &RawEvent) -> Loss {
+        match *e {
+            RawEvent::Alloc { size, .. } => Loss {
+                allocs: 1,
+                alloc_bytes: size,
+                frees: 0,
+            },
+            RawEvent::Free { .. } => Loss {
+                allocs: 0,
+                alloc_bytes: 0,
+                frees: 1,
+            },
+            RawEvent::Stack { .. } | RawEvent::Fork { .. } => Loss::default(),
+        }
+    }
+
+    /// Adds `other` to these counts.
+    pub fn add(&mut self, other: Loss) {
+        self.allocs += other.allocs;
+        self.alloc_bytes += other.alloc_bytes;
+        self.frees += other.frees;
+    }
+}
+
 /// A fixed-capacity run of events. Never grows: callers check [`Batch::has_room`] first.
 pub struct Batch {
     events: Vec<RawEvent>,
@@ -126,14 +152,7 @@ impl Batch {
     pub fn loss(&self) -> Loss {
         let mut l = Loss::default();
         for e in &self.events {
-            match *e {
-                RawEvent::Alloc { size, .. } => {
-                    l.allocs += 1;
-                    l.alloc_bytes += size;
-                }
-                RawEvent::Free { .. } => l.frees += 1,
-                RawEvent::Stack { .. } | RawEvent::Fork { .. } => {}
-            }
+            l.add(Loss::of(e));
         }
         l
     }

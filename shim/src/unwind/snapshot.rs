@@ -53,6 +53,7 @@
 
 use super::lock::ForkLock;
 use super::modules::{self, CodeRange, Enumeration, LoadCounters, ModuleInfo};
+use crate::record::clock;
 use leakscope_protocol::ModuleId;
 use std::ffi::CStr;
 use std::ops::{Deref, Range};
@@ -413,16 +414,6 @@ fn next_module_id() -> ModuleId {
     ModuleId(NEXT_MODULE_ID.fetch_add(1, Ordering::Relaxed))
 }
 
-pub(super) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
-}
-
 /// Builds and publishes the first snapshot (or refreshes it if one exists). Modules seen by
 /// the first enumeration count as loaded at startup, which glibc never unloads.
 pub(super) fn init() {
@@ -572,7 +563,7 @@ pub(super) fn before_dlclose(handle: *mut libc::c_void) {
         .iter()
         .position(|m| m.base == base && m.loader_name == name);
     if let Some(target) = target.filter(|&t| !startup[t]) {
-        let now = monotonic_ns();
+        let now = clock::monotonic_ns();
         for i in unload_candidates(&en.modules, &startup, target) {
             let m = &en.modules[i];
             state.closing.push(Closing {
@@ -614,7 +605,7 @@ pub(super) fn refresh_if_stale() {
     };
     let resolve_all = RESOLVE_ALL_CLOSING.swap(false, Ordering::Relaxed);
     let oldest = OLDEST_CLOSING_NS.load(Ordering::Relaxed);
-    let now = monotonic_ns();
+    let now = clock::monotonic_ns();
     let settle_before = if resolve_all {
         u64::MAX
     } else if oldest != 0 && now.saturating_sub(oldest) >= CLOSING_GRACE_NS {
