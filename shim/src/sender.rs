@@ -127,10 +127,7 @@ impl Sender {
                 self.process(b)?;
             } else {
                 let left = TICK.saturating_sub(self.last_tick.elapsed());
-                self.s
-                    .channel
-                    .bell
-                    .wait(left, || !batches.is_empty() || !requests.is_empty());
+                wait_for_work(self.s, left);
             }
             self.s.control.note_progress();
             if self.last_tick.elapsed() >= TICK {
@@ -306,9 +303,16 @@ fn discard(s: &'static Session) {
         } else if let Ok(b) = batches.try_recv() {
             s.channel.recycle(b);
         } else {
-            s.channel
-                .bell
-                .wait(IDLE, || !batches.is_empty() || !requests.is_empty());
+            wait_for_work(s, IDLE);
         }
     }
+}
+
+/// Sleeps on the channel's doorbell for at most `limit`, until a batch or an end request is
+/// waiting.
+fn wait_for_work(s: &Session, limit: Duration) {
+    let (batches, requests) = (s.channel.receiver(), s.control.requests());
+    s.channel
+        .bell
+        .wait(limit, || !batches.is_empty() || !requests.is_empty());
 }

@@ -112,6 +112,15 @@ impl Recording {
             })?;
         Ok((file, path))
     }
+
+    /// Removes the directory if it holds nothing recorded (the command never started).
+    pub fn remove_if_unused(&self) {
+        let streams = self.dir.join(STREAMS_DIR);
+        if fs::remove_dir(&streams).is_ok() {
+            let _ = fs::remove_file(self.dir.join(META_FILE));
+            let _ = fs::remove_dir(&self.dir);
+        }
+    }
 }
 
 /// What a recording directory holds, as found on disk.

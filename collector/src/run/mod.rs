@@ -85,7 +85,7 @@ pub fn run(opts: &RunOptions, report: &mut dyn Write) -> Result<RunOutcome, RunE
         Err(e) => {
             drop(pipeline.finish());
             if recording.created_dir() {
-                remove_unused(&dir);
+                recording.remove_if_unused();
             }
             return Err(e);
         }
@@ -186,14 +186,5 @@ fn accept_all(
                 return;
             }
         }
-    }
-}
-
-/// Removes a recording directory that holds nothing recorded (the command never started).
-fn remove_unused(dir: &Path) {
-    let streams = dir.join(crate::ingest::recording::STREAMS_DIR);
-    if std::fs::remove_dir(&streams).is_ok() {
-        let _ = std::fs::remove_file(dir.join(crate::ingest::recording::META_FILE));
-        let _ = std::fs::remove_dir(dir);
     }
 }

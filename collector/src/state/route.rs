@@ -56,6 +56,22 @@ enum Seed {
 }
 
 impl Router {
+    /// Holds fork child `child` (by process index) back until `parent`'s `Fork` record.
+    fn wait(&mut self, child: usize, parent: Pid) {
+        self.waiting.insert(
+            child,
+            Waiting {
+                parent,
+                queue: Vec::new(),
+            },
+        );
+    }
+
+    /// Whether a release of `child` (by process index) is already queued.
+    fn release_queued(&self, child: usize) -> bool {
+        self.releases.iter().any(|r| r.child == child)
+    }
+
     pub fn new(opts: StateOptions) -> Self {
         Router {
             opts,
@@ -186,13 +202,7 @@ impl RunState {
                     child: idx,
                     from: Seed::Parent(pidx, snap),
                 });
-                self.router.waiting.insert(
-                    idx,
-                    Waiting {
-                        parent,
-                        queue: Vec::new(),
-                    },
-                );
+                self.router.wait(idx, parent);
                 self.run_releases();
                 return;
             }
@@ -209,13 +219,7 @@ impl RunState {
             }
             // Parent still streaming, or not seen yet: wait for its Fork record.
             _ => {
-                self.router.waiting.insert(
-                    idx,
-                    Waiting {
-                        parent,
-                        queue: Vec::new(),
-                    },
-                );
+                self.router.wait(idx, parent);
             }
         }
     }
@@ -248,7 +252,7 @@ impl RunState {
                 (w.parent == parent_pid && self.processes[*ci].hello.pid == child).then_some(*ci)
             });
             match waiting_child {
-                Some(ci) if !self.router.releases.iter().any(|r| r.child == ci) => {
+                Some(ci) if !self.router.release_queued(ci) => {
                     self.router.releases.push(Release {
                         child: ci,
                         from: Seed::Parent(idx, snap),
@@ -287,7 +291,7 @@ impl RunState {
             .collect();
         orphans.sort_unstable();
         for ci in orphans {
-            if !self.router.releases.iter().any(|r| r.child == ci) {
+            if !self.router.release_queued(ci) {
                 let why = format!(
                     "its parent's stream (pid {}) ended without reporting this fork",
                     pid.0

@@ -65,28 +65,7 @@ impl Guard {
             stack,
             ts,
         };
-        // SAFETY: we hold the guard (see `ThreadState::ctx`); the reference dies with it.
-        match unsafe { self.t.ctx(s).as_mut() } {
-            Some(ctx) => {
-                let n = match ctx.unwinder.as_mut() {
-                    Some(u) => u.capture(&mut ctx.scratch),
-                    None => 0,
-                };
-                let frames = &ctx.scratch[..n.min(ctx.scratch.len())];
-                let hash = stack_hash(frames);
-                push(
-                    s,
-                    ctx.slot,
-                    Some(&mut ctx.cache),
-                    ev(hash),
-                    Some((hash, frames)),
-                );
-            }
-            None => {
-                let hash = stack_hash(&[]);
-                push(s, s.registry.orphan(), None, ev(hash), Some((hash, &[])));
-            }
-        }
+        self.push_here(s, true, ev);
     }
 
     /// Records memory given back. `ts` is taken before the real call.
@@ -112,11 +91,32 @@ impl Guard {
     #[inline]
     fn record(&self, ev: RawEvent) {
         let Some(s) = session::current() else { return };
+        self.push_here(s, false, |_| ev);
+    }
+
+    /// Appends an event to this thread's slot, or to the orphan slot when the thread has
+    /// no context. With `stack`, `ev` gets the hash of the calling thread's stack (empty
+    /// in the orphan slot), defined ahead of it when need be; without, it gets 0 and no
+    /// stack goes with it.
+    #[inline]
+    fn push_here(&self, s: &'static Session, stack: bool, ev: impl FnOnce(u64) -> RawEvent) {
         // SAFETY: we hold the guard (see `ThreadState::ctx`); the reference dies with it.
-        match unsafe { self.t.ctx(s).as_mut() } {
-            Some(ctx) => push(s, ctx.slot, Some(&mut ctx.cache), ev, None),
-            None => push(s, s.registry.orphan(), None, ev, None),
-        }
+        let (slot, cache, frames): (&Slot, _, &[u64]) = match unsafe { self.t.ctx(s).as_mut() } {
+            Some(ctx) => {
+                let n = match ctx.unwinder.as_mut() {
+                    Some(u) if stack => u.capture(&mut ctx.scratch),
+                    _ => 0,
+                };
+                (
+                    ctx.slot,
+                    Some(&mut ctx.cache),
+                    &ctx.scratch[..n.min(ctx.scratch.len())],
+                )
+            }
+            None => (s.registry.orphan(), None, &[]),
+        };
+        let stack = stack.then(|| (stack_hash(frames), frames));
+        push(s, slot, cache, ev(stack.map_or(0, |(h, _)| h)), stack);
     }
 
     /// Hands this thread's pending events to the sender now (waiting per the full-channel

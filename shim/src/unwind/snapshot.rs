@@ -404,6 +404,13 @@ struct RebuildState {
 }
 
 static REBUILD: ForkLock<RebuildState> = ForkLock::new();
+
+/// Runs `f` on the rebuild state (created on first use) under the rebuild lock.
+fn with_state<R>(f: impl FnOnce(&mut RebuildState) -> R) -> R {
+    let mut guard = REBUILD.lock();
+    f(guard.get().get_or_insert_with(RebuildState::default))
+}
+
 /// CLOCK_MONOTONIC of the oldest closing entry; 0 when there is none.
 static OLDEST_CLOSING_NS: AtomicU64 = AtomicU64::new(0);
 /// Set in a fork child that inherited closing entries: no `dlclose` is running there.
@@ -417,19 +424,19 @@ fn next_module_id() -> ModuleId {
 /// Builds and publishes the first snapshot (or refreshes it if one exists). Modules seen by
 /// the first enumeration count as loaded at startup, which glibc never unloads.
 pub(super) fn init() {
-    let mut guard = REBUILD.lock();
-    let state = guard.get().get_or_insert_with(RebuildState::default);
-    let first = current().is_none();
-    rebuild(state, modules::enumerate(), first);
+    with_state(|state| {
+        let first = current().is_none();
+        rebuild(state, modules::enumerate(), first);
+    })
 }
 
 /// Re-reads the loader's list after a `dlopen`.
 pub(super) fn refresh() {
-    let mut guard = REBUILD.lock();
-    let state = guard.get().get_or_insert_with(RebuildState::default);
-    // Before reading the list: an entry found over here was over when the list was read.
-    settle(state, 0);
-    rebuild(state, modules::enumerate(), false);
+    with_state(|state| {
+        // Before reading the list: an entry found over here was over when the list was read.
+        settle(state, 0);
+        rebuild(state, modules::enumerate(), false);
+    })
 }
 
 /// Ends the closing entries whose `dlclose` is known to be over: the hook's call returned,
@@ -543,38 +550,39 @@ pub(super) fn before_dlclose(handle: *mut libc::c_void) {
         (lm.l_addr as u64, name)
     };
     let frame = hook_frame();
-    let mut guard = REBUILD.lock();
-    let state = guard.get().get_or_insert_with(RebuildState::default);
-    let Some(snap) = current() else {
-        return;
-    };
-    settle(state, 0);
-    let en = modules::enumerate();
-    let loader = modules::loader_base();
-    let startup: Vec<bool> = en
-        .modules
-        .iter()
-        .map(|m| {
-            always_startup(m, loader) || snap.modules.iter().any(|o| o.startup && o.same_mapping(m))
-        })
-        .collect();
-    let target = en
-        .modules
-        .iter()
-        .position(|m| m.base == base && m.loader_name == name);
-    if let Some(target) = target.filter(|&t| !startup[t]) {
-        let now = clock::monotonic_ns();
-        for i in unload_candidates(&en.modules, &startup, target) {
-            let m = &en.modules[i];
-            state.closing.push(Closing {
-                base: m.base,
-                loader_name: m.loader_name.clone(),
-                since_ns: now,
-                frame,
-            });
+    with_state(|state| {
+        let Some(snap) = current() else {
+            return;
+        };
+        settle(state, 0);
+        let en = modules::enumerate();
+        let loader = modules::loader_base();
+        let startup: Vec<bool> = en
+            .modules
+            .iter()
+            .map(|m| {
+                always_startup(m, loader)
+                    || snap.modules.iter().any(|o| o.startup && o.same_mapping(m))
+            })
+            .collect();
+        let target = en
+            .modules
+            .iter()
+            .position(|m| m.base == base && m.loader_name == name);
+        if let Some(target) = target.filter(|&t| !startup[t]) {
+            let now = clock::monotonic_ns();
+            for i in unload_candidates(&en.modules, &startup, target) {
+                let m = &en.modules[i];
+                state.closing.push(Closing {
+                    base: m.base,
+                    loader_name: m.loader_name.clone(),
+                    since_ns: now,
+                    frame,
+                });
+            }
         }
-    }
-    rebuild(state, en, false);
+        rebuild(state, en, false);
+    })
 }
 
 /// `target` and every non-startup module reachable from it through `DT_NEEDED`: what a
@@ -620,13 +628,13 @@ pub(super) fn refresh_if_stale() {
     if oldest == 0 && !resolve_all && modules::counters() == snap.counters {
         return;
     }
-    let mut guard = REBUILD.lock();
-    let state = guard.get().get_or_insert_with(RebuildState::default);
-    let settled = settle(state, settle_before);
-    if !settled && current().is_some_and(|s| modules::counters() == s.counters) {
-        return;
-    }
-    rebuild(state, modules::enumerate(), false);
+    with_state(|state| {
+        let settled = settle(state, settle_before);
+        if !settled && current().is_some_and(|s| modules::counters() == s.counters) {
+            return;
+        }
+        rebuild(state, modules::enumerate(), false);
+    })
 }
 
 fn loader_barrier() {
