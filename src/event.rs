@@ -2,6 +2,8 @@
 //! it starts with [`Hello`], defines modules and stacks before they are referred to, and
 //! ends with [`End`] when the process exits cleanly (a stream without `End` was cut off).
 
+pub use crate::api::Api;
+pub use crate::gpu::{Capture, GpuAlloc, GpuSpace, PoolAction, PoolEvent};
 use crate::ids::{FileOffset, ModuleId, Pid, RuntimeAddr, StackId, ThreadId, Timestamp};
 use bincode::{Decode, Encode};
 
@@ -38,46 +40,6 @@ impl MemoryKind {
             MemoryKind::Device => "device",
             MemoryKind::Pinned => "pinned",
             MemoryKind::Managed => "managed",
-        }
-    }
-}
-
-/// The API the program called. For a realloc-like call, the stream carries a [`Free`] of
-/// the old block and an [`Alloc`] of the new one, both with the same api.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
-pub enum Api {
-    Malloc,
-    Calloc,
-    Realloc,
-    ReallocArray,
-    PosixMemalign,
-    AlignedAlloc,
-    Memalign,
-    Valloc,
-    Pvalloc,
-    Free,
-    Mmap,
-    Munmap,
-    Mremap,
-}
-
-impl Api {
-    /// The C function name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Api::Malloc => "malloc",
-            Api::Calloc => "calloc",
-            Api::Realloc => "realloc",
-            Api::ReallocArray => "reallocarray",
-            Api::PosixMemalign => "posix_memalign",
-            Api::AlignedAlloc => "aligned_alloc",
-            Api::Memalign => "memalign",
-            Api::Valloc => "valloc",
-            Api::Pvalloc => "pvalloc",
-            Api::Free => "free",
-            Api::Mmap => "mmap",
-            Api::Munmap => "munmap",
-            Api::Mremap => "mremap",
         }
     }
 }
@@ -158,14 +120,16 @@ pub struct Alloc {
     pub stack: StackId,
 }
 
-/// Memory given back. Recorded before the real free runs.
+/// Memory given back. Recorded before the real free runs. GPU frees use this record too:
+/// their [`Api::space`] says which of the GPU address spaces `addr` names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Free {
     pub ts: Timestamp,
     pub thread: ThreadId,
     pub addr: RuntimeAddr,
-    /// For [`MemoryKind::Mapped`], the length of the unmapped range (a `munmap` may cover
-    /// part of a mapping, or several); zero for every other kind (the whole block).
+    /// For [`MemoryKind::Mapped`], and for GPU mappings and reservations, the length of the
+    /// released range (a `munmap` may cover part of a mapping, or several); zero for every
+    /// other kind (the whole block).
     pub len: u64,
     pub kind: MemoryKind,
     pub api: Api,
@@ -216,6 +180,9 @@ pub enum Record {
     Stack(StackDef),
     Alloc(Alloc),
     Free(Free),
+    GpuAlloc(GpuAlloc),
+    Pool(PoolEvent),
+    Capture(Capture),
     Fork(Fork),
     Dropped(Dropped),
     End(End),
@@ -232,6 +199,9 @@ impl Record {
         match self {
             Record::Alloc(a) => Some(&mut a.ts),
             Record::Free(f) => Some(&mut f.ts),
+            Record::GpuAlloc(a) => Some(&mut a.ts),
+            Record::Pool(p) => Some(&mut p.ts),
+            Record::Capture(c) => Some(&mut c.ts),
             Record::Fork(f) => Some(&mut f.ts),
             Record::Dropped(d) => Some(&mut d.ts),
             Record::End(e) => Some(&mut e.ts),
@@ -245,6 +215,9 @@ impl Record {
         match self {
             Record::Alloc(a) => Some(&a.ts),
             Record::Free(f) => Some(&f.ts),
+            Record::GpuAlloc(a) => Some(&a.ts),
+            Record::Pool(p) => Some(&p.ts),
+            Record::Capture(c) => Some(&c.ts),
             Record::Fork(f) => Some(&f.ts),
             Record::Dropped(d) => Some(&d.ts),
             Record::End(e) => Some(&e.ts),

@@ -35,6 +35,15 @@ newtype!(
     ModuleId(u32)
 );
 newtype!(
+    /// A CUDA device ordinal, as the process numbers its visible devices.
+    DeviceOrdinal(u32)
+);
+newtype!(
+    /// A stream-ordered memory pool (`CUmemoryPool`/`cudaMemPool_t`), as the driver's
+    /// opaque handle value in the target process.
+    PoolHandle(u64)
+);
+newtype!(
     /// Nanoseconds of `CLOCK_MONOTONIC`: shared by every process on the machine, so parent
     /// and child streams line up.
     Timestamp(u64)

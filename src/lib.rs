@@ -3,14 +3,20 @@
 //!
 //! - [`ids`]: newtypes for process, thread, stack and module ids, runtime addresses,
 //!   module-relative offsets and timestamps.
+//! - [`api`]: the intercepted functions (C heap, mappings, CUDA runtime and driver) and
+//!   which GPU address space each one's address names.
 //! - [`event`]: the records a shim sends (`Hello`, module maps, stacks, allocations,
 //!   frees, forks, drop counts, end of stream).
+//! - [`gpu`]: the GPU records (allocations with their device, stream-ordered pool usage,
+//!   CUDA-graph capture windows).
 //! - [`wire`]: the only encoder and the only decoder of the byte stream (versioned header,
 //!   length-prefixed frames). Nothing else in the workspace knows a byte offset.
 //! - [`env`](mod@env): the environment variables through which `leakscope run` configures the shim.
 
+pub mod api;
 pub mod env;
 pub mod event;
+pub mod gpu;
 pub mod ids;
 pub mod wire;
 

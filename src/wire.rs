@@ -19,7 +19,7 @@ use std::io::{self, Read};
 /// The four bytes every stream starts with.
 pub const MAGIC: [u8; 4] = *b"LKSC";
 /// The version of the format this crate writes and reads.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Bytes in the stream header.
 pub const HEADER_LEN: usize = 8;
 /// Largest frame payload accepted; anything longer is treated as corruption.
@@ -324,6 +324,38 @@ mod tests {
                 len: 0,
                 kind: MemoryKind::Host,
                 api: Api::Free,
+            }),
+            Record::GpuAlloc(GpuAlloc {
+                ts: Timestamp(1_000_000_000_600),
+                thread: ThreadId(42),
+                addr: RuntimeAddr(0x7f10_0000_0000),
+                size: 2 << 20,
+                kind: MemoryKind::Device,
+                api: Api::CuMemCreate,
+                stack: StackId(7),
+                device: Some(DeviceOrdinal(3)),
+            }),
+            Record::Free(Free {
+                ts: Timestamp(1_000_000_000_700),
+                thread: ThreadId(42),
+                addr: RuntimeAddr(0x7f20_0000_0000),
+                len: 2 << 20,
+                kind: MemoryKind::Device,
+                api: Api::CuMemUnmap,
+            }),
+            Record::Pool(PoolEvent {
+                ts: Timestamp(1_000_000_000_800),
+                thread: ThreadId(44),
+                pool: PoolHandle(0x5555_aaaa_0000),
+                device: None,
+                action: PoolAction::Trimmed { keep: 1 << 20 },
+                reserved: 64 << 20,
+                used: 1 << 20,
+            }),
+            Record::Capture(Capture {
+                ts: Timestamp(1_000_000_000_900),
+                thread: ThreadId(42),
+                begin: true,
             }),
             Record::Fork(Fork {
                 ts: Timestamp(1_000_000_001_000),
