@@ -62,10 +62,8 @@ pub struct GpuAlloc {
 pub enum PoolAction {
     Created,
     Destroyed,
-    /// `cudaMemPoolTrimTo`: the pool gave cached memory back, keeping at least `keep` bytes.
-    Trimmed {
-        keep: u64,
-    },
+    /// `cudaMemPoolTrimTo`: the pool gave cached memory back.
+    Trimmed,
     /// A reading after allocations or frees from the pool.
     Sampled,
 }

@@ -348,7 +348,7 @@ mod tests {
                 thread: ThreadId(44),
                 pool: PoolHandle(0x5555_aaaa_0000),
                 device: None,
-                action: PoolAction::Trimmed { keep: 1 << 20 },
+                action: PoolAction::Trimmed,
                 reserved: 64 << 20,
                 used: 1 << 20,
             }),

@@ -272,6 +272,7 @@ mod tests {
             tid: 1,
             kind: MemoryKind::Host,
             api: Api::Malloc,
+            device: crate::record::raw::NO_DEVICE,
             addr: 16,
             size,
             stack: 1,

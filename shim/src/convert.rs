@@ -2,10 +2,12 @@
 //! become small sequential `StackId`s (a `Stack` record the first time a hash is seen in the
 //! stream) and raw timestamps become monotonic nanoseconds.
 
+use crate::record::raw::NO_DEVICE;
 use crate::record::raw::{Batch, Loss, RawEvent};
 use crate::timebase::Timebase;
 use leakscope_protocol::{
-    Alloc, Fork, Free, Pid, Record, RuntimeAddr, StackDef, StackId, ThreadId, Timestamp,
+    Alloc, Capture, DeviceOrdinal, Fork, Free, GpuAlloc, Pid, PoolEvent, PoolHandle, Record,
+    RuntimeAddr, StackDef, StackId, ThreadId, Timestamp,
 };
 use std::collections::hash_map::{Entry, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -26,6 +28,10 @@ impl Hasher for PassThrough {
     fn write_u64(&mut self, v: u64) {
         self.0 = v;
     }
+}
+
+fn ordinal(device: u8) -> Option<DeviceOrdinal> {
+    (device != NO_DEVICE).then_some(DeviceOrdinal(u32::from(device)))
 }
 
 /// The per-stream conversion state.
@@ -70,11 +76,22 @@ impl Converter {
                     tid,
                     kind,
                     api,
+                    device,
                     addr,
                     size,
                     stack,
                     ts,
                 } => match self.stacks.get(&stack) {
+                    Some(&id) if api.space().is_some() => out.push(Record::GpuAlloc(GpuAlloc {
+                        ts: Timestamp(self.timebase.convert(ts)),
+                        thread: ThreadId(tid),
+                        addr: RuntimeAddr(addr),
+                        size,
+                        kind,
+                        api,
+                        stack: id,
+                        device: ordinal(device),
+                    })),
                     Some(&id) => out.push(Record::Alloc(Alloc {
                         ts: Timestamp(self.timebase.convert(ts)),
                         thread: ThreadId(tid),
@@ -86,6 +103,28 @@ impl Converter {
                     })),
                     None => lost.add(Loss::of(e)),
                 },
+                RawEvent::Pool {
+                    tid,
+                    device,
+                    action,
+                    pool,
+                    reserved,
+                    used,
+                    ts,
+                } => out.push(Record::Pool(PoolEvent {
+                    ts: Timestamp(self.timebase.convert(ts)),
+                    thread: ThreadId(tid),
+                    pool: PoolHandle(pool),
+                    device: ordinal(device),
+                    action,
+                    reserved,
+                    used,
+                })),
+                RawEvent::Capture { tid, begin, ts } => out.push(Record::Capture(Capture {
+                    ts: Timestamp(self.timebase.convert(ts)),
+                    thread: ThreadId(tid),
+                    begin,
+                })),
                 RawEvent::Free {
                     tid,
                     kind,
@@ -122,6 +161,7 @@ mod tests {
             tid: 5,
             kind: MemoryKind::Host,
             api: Api::Calloc,
+            device: crate::record::raw::NO_DEVICE,
             addr: 0x10,
             size: 24,
             stack,

@@ -1,7 +1,10 @@
 //! leakscope's `LD_PRELOAD` shim: intercepts the program's allocations and streams them to
 //! the collector over a Unix socket (see `docs/architecture.md`).
 //!
-//! - `hooks/`: the exported C functions (one table), each guard -> real call -> record.
+//! - `hooks/`: the exported C functions (one table for the C library, one for CUDA), each
+//!   guard -> real call -> record.
+//! - `cuda/`: where CUDA hooks' real functions come from, wrapper slots for pointers that
+//!   resolvers hand out, and driver queries (device, pool).
 //! - `real`, `bootstrap`: the real functions behind the hooks, and the arena that serves
 //!   allocations while they are looked up.
 //! - `alloc`: the shim's own allocator (the real functions, never recorded).
@@ -22,6 +25,7 @@ mod alloc;
 mod bootstrap;
 mod channel;
 mod convert;
+mod cuda;
 mod diag;
 mod env;
 mod fork;

@@ -2,6 +2,10 @@
 //! `malloc` may arrive before any constructor ran. While a lookup runs on a thread, further
 //! lookups on that thread report the function unavailable, so `dlsym`'s own `calloc` is
 //! served from the bootstrap arena instead of recursing.
+//!
+//! The shim exports `dlsym` itself (CUDA routes), so its own lookups go to the real `dlsym`
+//! directly ([`dlsym`] here), found with `dlvsym`: that keeps them out of the hook, and
+//! `RTLD_NEXT` still means "after the shim".
 
 use std::cell::Cell;
 use std::ffi::{c_void, CStr};
@@ -58,12 +62,50 @@ impl<F: Copy> Real<F> {
         }
         // SAFETY: `name` is NUL-terminated; RTLD_NEXT asks for the definition after this
         // library in the search order, which is what an interposer forwards to.
-        let p = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr()) };
+        let p = unsafe { dlsym(libc::RTLD_NEXT, self.name.as_ptr()) };
         let _ = RESOLVING.try_with(|r| r.set(false));
         if !p.is_null() {
             self.ptr.store(p, Ordering::Release);
         }
         p
+    }
+}
+
+type DlsymFn = unsafe extern "C" fn(*mut c_void, *const libc::c_char) -> *mut c_void;
+
+/// The C library's `dlsym` (never the shim's export), resolved once.
+pub fn real_dlsym() -> Option<DlsymFn> {
+    static REAL_DLSYM: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+    let mut p = REAL_DLSYM.load(Ordering::Acquire);
+    if p.is_null() {
+        for version in [c"GLIBC_2.34", c"GLIBC_2.2.5", c"GLIBC_2.17"] {
+            // SAFETY: both strings are NUL-terminated; `dlvsym` is not hooked, and with
+            // RTLD_NEXT it finds the definition after the shim: the C library's.
+            p = unsafe { libc::dlvsym(libc::RTLD_NEXT, c"dlsym".as_ptr(), version.as_ptr()) };
+            if !p.is_null() {
+                break;
+            }
+        }
+        if p.is_null() {
+            return None;
+        }
+        REAL_DLSYM.store(p, Ordering::Release);
+    }
+    // SAFETY: `p` is the C library's `dlsym`, whose type is `DlsymFn`.
+    Some(unsafe { std::mem::transmute::<*mut c_void, DlsymFn>(p) })
+}
+
+/// `dlsym` without the shim's hook. Null when the C library's `dlsym` cannot be found.
+///
+/// # Safety
+/// `dlsym`'s contract: `handle` is a handle, RTLD_NEXT or RTLD_DEFAULT, and `name` a
+/// NUL-terminated string. RTLD_NEXT means "after the shim" (the caller of the real `dlsym`
+/// is this function).
+pub unsafe fn dlsym(handle: *mut c_void, name: *const libc::c_char) -> *mut c_void {
+    match real_dlsym() {
+        // SAFETY: the caller upholds `dlsym`'s contract.
+        Some(f) => unsafe { f(handle, name) },
+        None => std::ptr::null_mut(),
     }
 }
 
@@ -80,6 +122,13 @@ mod tests {
         // SAFETY: strlen of a NUL-terminated literal.
         assert_eq!(unsafe { f(c"leak".as_ptr()) }, 4);
         assert!(STRLEN.get().is_some());
+    }
+
+    #[test]
+    fn the_real_dlsym_is_found() {
+        // SAFETY: a NUL-terminated name in the global scope.
+        let p = unsafe { dlsym(libc::RTLD_DEFAULT, c"strlen".as_ptr()) };
+        assert!(!p.is_null());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!   address, so that the callee sees the program's caller as its own (used for `dlopen`,
 //!   whose search path and namespace depend on who called it).
 
+pub mod cuda;
 mod dl;
 mod fd;
 mod heap;
@@ -162,6 +163,10 @@ hook_table! {
     fn dlmopen(ns: c_long, file: *const c_char, mode: c_int) -> *mut c_void
         => tail dl::dlmopen_route;
     fn dlclose(handle: *mut c_void) -> c_int => call dl::dlclose;
+    // CUDA functions looked up by name (ctypes, cuda-python, runtimes fetching
+    // `cuGetProcAddress_v2`): see `cuda/resolve.rs`.
+    fn dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_void
+        => tail cuda::resolve::dlsym_route;
 }
 
 /// Sets `errno` for a hook that cannot reach its real function.

@@ -11,8 +11,8 @@ pub mod thread;
 
 use crate::channel::Submitted;
 use crate::session::{self, Session};
-use leakscope_protocol::{Api, MemoryKind};
-use raw::{Loss, RawEvent};
+use leakscope_protocol::{Api, MemoryKind, PoolAction};
+use raw::{Loss, RawEvent, NO_DEVICE};
 use slot::Slot;
 use stack::{stack_hash, StackCache};
 use std::marker::PhantomData;
@@ -60,6 +60,7 @@ impl Guard {
             tid,
             kind,
             api,
+            device: NO_DEVICE,
             addr,
             size,
             stack,
@@ -79,6 +80,62 @@ impl Guard {
             addr,
             len,
             ts,
+        });
+    }
+
+    /// Records GPU memory (or address space) handed out by a CUDA call, with the calling
+    /// thread's stack. `device` is the CUDA ordinal, `None` for host memory or unknown.
+    pub fn gpu_alloc(&self, addr: u64, size: u64, kind: MemoryKind, api: Api, device: Option<u32>) {
+        let Some(s) = session::current() else { return };
+        let tid = self.t.tid();
+        let device = device
+            .and_then(|d| u8::try_from(d).ok())
+            .filter(|&d| d != NO_DEVICE);
+        let ts = clock::now();
+        let ev = |stack| RawEvent::Alloc {
+            tid,
+            kind,
+            api,
+            device: device.unwrap_or(NO_DEVICE),
+            addr,
+            size,
+            stack,
+            ts,
+        };
+        self.push_here(s, true, ev);
+    }
+
+    /// Records a stream-ordered pool's state after `action`.
+    pub fn pool(
+        &self,
+        pool: u64,
+        device: Option<u32>,
+        action: PoolAction,
+        reserved: u64,
+        used: u64,
+    ) {
+        let tid = self.t.tid();
+        let device = device
+            .and_then(|d| u8::try_from(d).ok())
+            .unwrap_or(NO_DEVICE);
+        self.record(RawEvent::Pool {
+            tid,
+            device,
+            action,
+            pool,
+            reserved,
+            used,
+            ts: clock::now(),
+        });
+    }
+
+    /// Records a CUDA-graph capture beginning or ending on this thread.
+    pub fn capture(&self, begin: bool) {
+        let tid = self.t.tid();
+        self.record(RawEvent::Capture {
+            tid,
+            begin,
+            ts: clock::now(),
         });
     }
 

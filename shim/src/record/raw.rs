@@ -2,7 +2,10 @@
 //! small fixed-size structs appended without allocation, plus a frame area for the stacks
 //! that the batch defines.
 
-use leakscope_protocol::{Api, MemoryKind};
+use leakscope_protocol::{Api, MemoryKind, PoolAction};
+
+/// The `device` of an event whose memory lives on no device, or on an unknown one.
+pub const NO_DEVICE: u8 = u8::MAX;
 
 /// Events a batch holds.
 pub const EVENT_CAP: usize = 4096;
@@ -17,6 +20,8 @@ pub enum RawEvent {
         tid: u32,
         kind: MemoryKind,
         api: Api,
+        /// CUDA device ordinal for GPU apis, [`NO_DEVICE`] otherwise.
+        device: u8,
         addr: u64,
         size: u64,
         /// Hash of the stack, defined by an earlier `Stack` event of the same thread.
@@ -42,6 +47,22 @@ pub enum RawEvent {
         child: u32,
         ts: u64,
     },
+    /// A stream-ordered pool's state after `action`.
+    Pool {
+        tid: u32,
+        device: u8,
+        action: PoolAction,
+        pool: u64,
+        reserved: u64,
+        used: u64,
+        ts: u64,
+    },
+    /// A CUDA-graph capture beginning or ending on thread `tid`.
+    Capture {
+        tid: u32,
+        begin: bool,
+        ts: u64,
+    },
 }
 
 const _: () = assert!(std::mem::size_of::<RawEvent>() <= 40);
@@ -56,7 +77,8 @@ pub struct Loss {
 }
 
 impl Loss {
-    /// What dropping `e` loses (nothing for stack definitions and forks).
+    /// What dropping `e` loses (nothing for stack definitions, forks, pool readings and
+    /// capture marks).
     pub fn of(e: &RawEvent) -> Loss {
         match *e {
             RawEvent::Alloc { size, .. } => Loss {
@@ -69,7 +91,10 @@ impl Loss {
                 alloc_bytes: 0,
                 frees: 1,
             },
-            RawEvent::Stack { .. } | RawEvent::Fork { .. } => Loss::default(),
+            RawEvent::Stack { .. }
+            | RawEvent::Fork { .. }
+            | RawEvent::Pool { .. }
+            | RawEvent::Capture { .. } => Loss::default(),
         }
     }
 
@@ -167,6 +192,7 @@ mod tests {
             tid: 1,
             kind: MemoryKind::Host,
             api: Api::Malloc,
+            device: NO_DEVICE,
             addr: 0x1000,
             size,
             stack: 7,
