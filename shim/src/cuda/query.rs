@@ -5,15 +5,20 @@
 //! `None` when the driver cannot be asked, and the record goes without the fact.
 
 use super::slots::{CudaReal, Lib};
+use cudarc::driver::sys::{CUmemLocationType, CUmemPool_attribute, CUpointer_attribute};
 use leakscope_protocol::MemoryKind;
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: c_int = 9;
-const CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE: c_int = 17;
-const CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT: c_int = 5;
-const CU_MEMPOOL_ATTR_USED_MEM_CURRENT: c_int = 7;
-const CU_MEM_LOCATION_TYPE_DEVICE: c_int = 1;
+const CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: c_int =
+    CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL as c_int;
+const CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE: c_int =
+    CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE as c_int;
+const CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT: c_int =
+    CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT as c_int;
+const CU_MEMPOOL_ATTR_USED_MEM_CURRENT: c_int =
+    CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT as c_int;
+const CU_MEM_LOCATION_TYPE_DEVICE: c_int = CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE as c_int;
 
 type PointerGetAttributeFn = unsafe extern "C" fn(*mut c_void, c_int, u64) -> c_int;
 type CtxGetDeviceFn = unsafe extern "C" fn(*mut c_int) -> c_int;
@@ -26,8 +31,10 @@ static POOL_GET_ATTRIBUTE: CudaReal = CudaReal::new(c"cuMemPoolGetAttribute", Li
 static PROPERTIES_FROM_HANDLE: CudaReal =
     CudaReal::new(c"cuMemGetAllocationPropertiesFromHandle", Lib::Driver);
 
-/// `CUmemAllocationProp` (and the leading fields of `CUmemPoolProps`, which share them):
-/// only the location is read.
+/// `CUmemAllocationProp` (and the leading fields of `CUmemPoolProps`, which share them), with
+/// plain integers where cudarc's binding has enums: a caller may pass a value newer than
+/// the binding knows, which must not become an invalid Rust enum. Only the location is
+/// read; the layout is checked against cudarc's in the tests.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AllocProp {
@@ -177,9 +184,17 @@ mod tests {
 
     #[test]
     fn prop_layout_matches_cuda() {
-        assert_eq!(std::mem::size_of::<AllocProp>(), 32);
-        assert_eq!(std::mem::offset_of!(AllocProp, location_id), 12);
-        assert_eq!(std::mem::offset_of!(AllocProp, win32_metadata), 16);
+        use cudarc::driver::sys::{CUmemAllocationProp, CUmemLocation, CUmemPoolProps};
+        use std::mem::{offset_of, size_of};
+        assert_eq!(size_of::<AllocProp>(), size_of::<CUmemAllocationProp>());
+        let location = offset_of!(CUmemAllocationProp, location);
+        assert_eq!(offset_of!(AllocProp, location_type), location);
+        assert_eq!(
+            offset_of!(AllocProp, location_id),
+            location + offset_of!(CUmemLocation, id)
+        );
+        assert_eq!(offset_of!(CUmemPoolProps, location), location);
+        assert!(size_of::<CUmemPoolProps>() >= size_of::<AllocProp>());
     }
 
     #[test]

@@ -28,24 +28,7 @@ impl Addr for u64 {
     }
 }
 
-/// `cudaPitchedPtr`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct PitchedPtr {
-    pub ptr: *mut c_void,
-    pub pitch: size_t,
-    pub xsize: size_t,
-    pub ysize: size_t,
-}
-
-/// `cudaExtent` (passed by value).
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct Extent {
-    pub width: size_t,
-    pub height: size_t,
-    pub depth: size_t,
-}
+pub use cudarc::runtime::sys::{cudaExtent as Extent, cudaPitchedPtr as PitchedPtr};
 
 /// The address a successful call wrote to `out` (0 if none).
 ///

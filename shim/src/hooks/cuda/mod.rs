@@ -19,6 +19,7 @@ mod vmm;
 
 use crate::cuda::query::AllocProp;
 use crate::cuda::slots::{CudaReal, Lib, Slots, SLOT_COUNT};
+use cudarc::driver::sys::{CUdeviceptr, CUmemGenericAllocationHandle as Handle};
 use leakscope_protocol::{Api, MemoryKind};
 use libc::{c_char, c_int, c_uint, c_void, size_t};
 use memory::{Extent, PitchedPtr};
@@ -182,30 +183,30 @@ cuda_table! {
         => resolve::entry_point_by_version[];
 
     // Driver (libcuda): memory. `cuMemAlloc` below 3020 is the legacy 32-bit ABI: unwrapped.
-    Driver fn cuMemAlloc_v2(p: *mut u64, size: size_t)
+    Driver fn cuMemAlloc_v2(p: *mut CUdeviceptr, size: size_t)
         => memory::alloc[Api::CuMemAlloc, DEVICE] as "cuMemAlloc" 3020;
     Driver fn cuMemAllocHost_v2(p: *mut *mut c_void, size: size_t)
         => memory::alloc[Api::CuMemAllocHost, PINNED] as "cuMemAllocHost" 3020;
     Driver fn cuMemHostAlloc(p: *mut *mut c_void, size: size_t, flags: c_uint)
         => memory::alloc_flags[Api::CuMemHostAlloc, PINNED] as "cuMemHostAlloc" 2020;
-    Driver fn cuMemAllocManaged(p: *mut u64, size: size_t, flags: c_uint)
+    Driver fn cuMemAllocManaged(p: *mut CUdeviceptr, size: size_t, flags: c_uint)
         => memory::alloc_flags[Api::CuMemAllocManaged, MANAGED] as "cuMemAllocManaged" 6000;
-    Driver fn cuMemAllocPitch_v2(p: *mut u64, pitch: *mut size_t, width: size_t, height: size_t, elem: c_uint)
+    Driver fn cuMemAllocPitch_v2(p: *mut CUdeviceptr, pitch: *mut size_t, width: size_t, height: size_t, elem: c_uint)
         => memory::alloc_pitch_elem[Api::CuMemAllocPitch] as "cuMemAllocPitch" 3020;
-    Driver fn cuMemAllocAsync(p: *mut u64, size: size_t, stream: Opaque)
+    Driver fn cuMemAllocAsync(p: *mut CUdeviceptr, size: size_t, stream: Opaque)
         => memory::alloc_async[Api::CuMemAllocAsync] as "cuMemAllocAsync" 11020;
-    Driver fn cuMemAllocAsync_ptsz(p: *mut u64, size: size_t, stream: Opaque)
+    Driver fn cuMemAllocAsync_ptsz(p: *mut CUdeviceptr, size: size_t, stream: Opaque)
         => memory::alloc_async[Api::CuMemAllocAsync];
-    Driver fn cuMemAllocFromPoolAsync(p: *mut u64, size: size_t, pool: Opaque, stream: Opaque)
+    Driver fn cuMemAllocFromPoolAsync(p: *mut CUdeviceptr, size: size_t, pool: Opaque, stream: Opaque)
         => memory::alloc_from_pool[Api::CuMemAllocFromPoolAsync] as "cuMemAllocFromPoolAsync" 11020;
-    Driver fn cuMemAllocFromPoolAsync_ptsz(p: *mut u64, size: size_t, pool: Opaque, stream: Opaque)
+    Driver fn cuMemAllocFromPoolAsync_ptsz(p: *mut CUdeviceptr, size: size_t, pool: Opaque, stream: Opaque)
         => memory::alloc_from_pool[Api::CuMemAllocFromPoolAsync];
-    Driver fn cuMemFree_v2(p: u64) => memory::free[Api::CuMemFree, DEVICE] as "cuMemFree" 3020;
+    Driver fn cuMemFree_v2(p: CUdeviceptr) => memory::free[Api::CuMemFree, DEVICE] as "cuMemFree" 3020;
     Driver fn cuMemFreeHost(p: *mut c_void)
         => memory::free[Api::CuMemFreeHost, PINNED] as "cuMemFreeHost" 2000;
-    Driver fn cuMemFreeAsync(p: u64, stream: Opaque)
+    Driver fn cuMemFreeAsync(p: CUdeviceptr, stream: Opaque)
         => memory::free_async[Api::CuMemFreeAsync] as "cuMemFreeAsync" 11020;
-    Driver fn cuMemFreeAsync_ptsz(p: u64, stream: Opaque) => memory::free_async[Api::CuMemFreeAsync];
+    Driver fn cuMemFreeAsync_ptsz(p: CUdeviceptr, stream: Opaque) => memory::free_async[Api::CuMemFreeAsync];
     Driver fn cuMemHostRegister_v2(p: *mut c_void, size: size_t, flags: c_uint)
         => memory::register[Api::CuMemHostRegister] as "cuMemHostRegister" 6050;
     Driver fn cuMemHostRegister(p: *mut c_void, size: size_t, flags: c_uint)
@@ -215,19 +216,19 @@ cuda_table! {
 
     // Driver: virtual memory management (vLLM's cumem allocator, PyTorch's expandable
     // segments, NCCL >= 2.19).
-    Driver fn cuMemCreate(handle: *mut u64, size: size_t, prop: *const AllocProp, flags: u64)
+    Driver fn cuMemCreate(handle: *mut Handle, size: size_t, prop: *const AllocProp, flags: u64)
         => vmm::create[] as "cuMemCreate" 10020;
-    Driver fn cuMemRelease(handle: u64) => vmm::release[] as "cuMemRelease" 10020;
-    Driver fn cuMemRetainAllocationHandle(handle: *mut u64, addr: *mut c_void)
+    Driver fn cuMemRelease(handle: Handle) => vmm::release[] as "cuMemRelease" 10020;
+    Driver fn cuMemRetainAllocationHandle(handle: *mut Handle, addr: *mut c_void)
         => vmm::retain[] as "cuMemRetainAllocationHandle" 11000;
-    Driver fn cuMemImportFromShareableHandle(handle: *mut u64, os_handle: *mut c_void, kind: c_int)
+    Driver fn cuMemImportFromShareableHandle(handle: *mut Handle, os_handle: *mut c_void, kind: c_int)
         => vmm::import[] as "cuMemImportFromShareableHandle" 10020;
-    Driver fn cuMemMap(ptr: u64, size: size_t, offset: size_t, handle: u64, flags: u64)
+    Driver fn cuMemMap(ptr: CUdeviceptr, size: size_t, offset: size_t, handle: Handle, flags: u64)
         => vmm::map[] as "cuMemMap" 10020;
-    Driver fn cuMemUnmap(ptr: u64, size: size_t) => vmm::unmap[] as "cuMemUnmap" 10020;
-    Driver fn cuMemAddressReserve(p: *mut u64, size: size_t, align: size_t, addr: u64, flags: u64)
+    Driver fn cuMemUnmap(ptr: CUdeviceptr, size: size_t) => vmm::unmap[] as "cuMemUnmap" 10020;
+    Driver fn cuMemAddressReserve(p: *mut CUdeviceptr, size: size_t, align: size_t, addr: CUdeviceptr, flags: u64)
         => vmm::reserve[] as "cuMemAddressReserve" 10020;
-    Driver fn cuMemAddressFree(ptr: u64, size: size_t) => vmm::address_free[] as "cuMemAddressFree" 10020;
+    Driver fn cuMemAddressFree(ptr: CUdeviceptr, size: size_t) => vmm::address_free[] as "cuMemAddressFree" 10020;
 
     // Driver: stream-ordered pools and graph capture.
     Driver fn cuMemPoolCreate(pool: *mut Opaque, props: *const AllocProp)
