@@ -36,6 +36,7 @@ mod record;
 mod sender;
 mod session;
 mod timebase;
+mod tls;
 mod transport;
 mod unwind;
 

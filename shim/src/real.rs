@@ -7,14 +7,9 @@
 //! directly ([`dlsym`] here), found with `dlvsym`: that keeps them out of the hook, and
 //! `RTLD_NEXT` still means "after the shim".
 
-use std::cell::Cell;
 use std::ffi::{c_void, CStr};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicPtr, Ordering};
-
-thread_local! {
-    static RESOLVING: Cell<bool> = const { Cell::new(false) };
-}
 
 /// A lazily resolved pointer to the next definition of a C function. `F` is the function
 /// pointer type (`unsafe extern "C" fn(..) -> ..`).
@@ -56,14 +51,15 @@ impl<F: Copy> Real<F> {
     #[cold]
     #[inline(never)]
     fn resolve(&self) -> *mut c_void {
-        let reentered = RESOLVING.try_with(|r| r.replace(true)).unwrap_or(true);
+        let resolving = &crate::tls::block().resolving;
+        let reentered = resolving.replace(true);
         if reentered {
             return std::ptr::null_mut();
         }
         // SAFETY: `name` is NUL-terminated; RTLD_NEXT asks for the definition after this
         // library in the search order, which is what an interposer forwards to.
         let p = unsafe { dlsym(libc::RTLD_NEXT, self.name.as_ptr()) };
-        let _ = RESOLVING.try_with(|r| r.set(false));
+        resolving.set(false);
         if !p.is_null() {
             self.ptr.store(p, Ordering::Release);
         }
@@ -140,9 +136,9 @@ mod tests {
     #[test]
     fn nested_lookup_on_one_thread_is_refused() {
         static INNER: Real<StrlenFn> = Real::new(c"strnlen");
-        RESOLVING.with(|r| r.set(true));
+        crate::tls::block().resolving.set(true);
         assert!(INNER.get().is_none());
-        RESOLVING.with(|r| r.set(false));
+        crate::tls::block().resolving.set(false);
         assert!(INNER.get().is_some());
     }
 }

@@ -12,6 +12,7 @@
 
 mod build;
 mod compare;
+pub mod cuda;
 mod process;
 mod report;
 mod scenario;

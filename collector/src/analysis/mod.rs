@@ -1,14 +1,19 @@
 //! Analysis: turns the finished run state into the report model. Symbolizes every stack a
-//! site refers to, removes allocator frames, merges sites with the same symbolized stack,
-//! ranks them and describes each process.
+//! site refers to, attributes GPU sites to their pools, removes allocator frames, merges
+//! sites with the same symbolized stack (and memory, pool, device, space, ownership and
+//! capture mark), ranks them and describes each process.
 //!
 //! - [`symbolize`]: runtime addresses to frames through module maps and ELF files.
 //! - [`frames`]: the allocator-frame table and stripping.
-//! - [`sites`]: pools, merging, ranking, `top`, totals.
+//! - [`sites`]: host pools, merging, ranking, `top`, totals.
+//! - [`gpu_pool`]: the pool of a GPU site, from its api, capture mark and stack.
+//! - [`gpu`]: the per-process `gpu` section (devices, pools, stream-ordered pools).
 //! - [`process`]: origin, stream status and notes of a process.
 //! - [`model`]: the report model, leakscope's JSON contract.
 
 pub mod frames;
+pub mod gpu;
+pub mod gpu_pool;
 pub mod model;
 pub mod process;
 pub mod sites;
@@ -18,11 +23,13 @@ mod test_program;
 
 use crate::ingest::meta::RecordingMeta;
 use crate::state::{ProcessState, RunState, SiteKey};
+use gpu_pool::PoolFrame;
 use leakscope_protocol::RuntimeAddr;
 pub use model::ReportModel;
-use model::{DroppedCounts, ProcessReport};
+use model::{DroppedCounts, Frame, ProcessReport, Space};
 pub use sites::pool_for;
 use sites::SymbolizedSite;
+use std::collections::HashMap;
 use symbolize::{ModuleIndex, Symbolizer};
 
 /// What analysis does beyond the defaults.
@@ -85,6 +92,11 @@ fn analyze_process(
                 .iter()
                 .flat_map(|addr: &RuntimeAddr| symbols.get(addr).into_iter().flatten().cloned())
                 .collect();
+            let pool = if key.is_gpu() {
+                gpu_pool::site_pool(key, &pool_frames(stacks(key), &index, &symbols))
+            } else {
+                pool_for(key.kind)
+            };
             let frames = if opts.keep_allocator_frames {
                 full
             } else {
@@ -92,7 +104,11 @@ fn analyze_process(
             };
             SymbolizedSite {
                 kind: key.kind,
-                pool: pool_for(key.kind),
+                pool,
+                device: key.device,
+                space: key.space.and_then(Space::from_gpu),
+                owned: key.owned,
+                during_capture: key.during_capture,
                 frames,
                 stats: process.sites[key],
             }
@@ -101,6 +117,7 @@ fn analyze_process(
 
     let mut merged = sites::merge_sites(&parts);
     let totals = sites::totals(&merged);
+    let gpu = gpu::gpu_report(process, &merged);
     sites::sort_sites(&mut merged);
     let sites_omitted = sites::apply_top(&mut merged, opts.top);
 
@@ -127,7 +144,34 @@ fn analyze_process(
         sites: merged,
         sites_omitted,
         notes: process::notes(process),
+        gpu,
     }
+}
+
+/// What pool attribution reads of `stack`: each address's symbolized frames (innermost
+/// first), with the path of the module the address lies in (CuPy, JAX and Triton are told
+/// apart by directory, which symbolized frames do not keep).
+fn pool_frames<'a>(
+    stack: &[RuntimeAddr],
+    index: &ModuleIndex<'a>,
+    symbols: &'a HashMap<RuntimeAddr, Vec<Frame>>,
+) -> Vec<PoolFrame<'a>> {
+    let mut out = Vec::with_capacity(stack.len());
+    for addr in stack {
+        let path = index.locate(*addr).map(|l| l.module.path.as_str());
+        let symbolized = symbols.get(addr).map(Vec::as_slice).unwrap_or_default();
+        if symbolized.is_empty() {
+            out.push(PoolFrame {
+                function: None,
+                module: path,
+            });
+        }
+        out.extend(symbolized.iter().map(|f| PoolFrame {
+            function: f.function.as_deref(),
+            module: path.or(f.module.as_deref()),
+        }));
+    }
+    out
 }
 
 #[cfg(test)]

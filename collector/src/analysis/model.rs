@@ -1,14 +1,15 @@
 //! The report model: what analysis hands to the renderers. Its `serde` form is leakscope's
-//! JSON contract (`format_version` 1), so field names and their meaning stay stable.
+//! JSON contract (`format_version` 2: GPU memory, see docs/gpu.md), so field names and their
+//! meaning stay stable.
 //!
 //! Fields marked `#[serde(skip)]` are for renderers only and are not part of the contract.
 
-use leakscope_protocol::MemoryKind;
+use leakscope_protocol::{GpuSpace, MemoryKind};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// Version of the JSON layout this build writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A whole report: the recorded command and every tracked process.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -74,6 +75,49 @@ impl From<Memory> for MemoryKind {
     }
 }
 
+/// Which GPU address space a site's addresses name; serialized with [`GpuSpace::name`]'s
+/// names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Space {
+    /// Memory the call allocated (device, pinned or managed).
+    Pointer,
+    /// A physical allocation handle (created, imported or retained).
+    Handle,
+    /// A handle mapped into reserved addresses.
+    Mapping,
+    /// Reserved virtual addresses.
+    Reservation,
+    /// Host memory page-locked in place.
+    Registration,
+}
+
+impl Space {
+    /// The lower-case name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Space::Pointer => "pointer",
+            Space::Handle => "handle",
+            Space::Mapping => "mapping",
+            Space::Reservation => "reservation",
+            Space::Registration => "registration",
+        }
+    }
+
+    /// The report's space for a state's; `None` for [`GpuSpace::Pool`], which names no
+    /// memory.
+    pub fn from_gpu(space: GpuSpace) -> Option<Space> {
+        match space {
+            GpuSpace::Pointer => Some(Space::Pointer),
+            GpuSpace::Handle => Some(Space::Handle),
+            GpuSpace::Mapping => Some(Space::Mapping),
+            GpuSpace::Reservation => Some(Space::Reservation),
+            GpuSpace::Registration => Some(Space::Registration),
+            GpuSpace::Pool => None,
+        }
+    }
+}
+
 /// How this process came to be tracked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -126,6 +170,8 @@ pub struct ProcessReport {
     /// What a reader should know about this process: the state's notes and anomalies in
     /// words.
     pub notes: Vec<String>,
+    /// GPU figures beyond the sites; `None` (`null`) for a process that made no GPU call.
+    pub gpu: Option<GpuReport>,
 }
 
 /// Counters summed over sites.
@@ -153,8 +199,10 @@ impl Counts {
     }
 }
 
-/// A process's totals over all its sites (before any `top` limit), overall and per kind
-/// of memory; `by_memory` lists only the kinds present, in [`MemoryKind::ALL`] order.
+/// A process's totals over all its owned sites (before any `top` limit), overall and per
+/// kind of memory; `by_memory` lists only the kinds present, in [`MemoryKind::ALL`] order.
+/// GPU sites that are not owned (mappings, reservations, registrations, imported and
+/// retained handles) are not counted: their memory is counted where it was allocated.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
     #[serde(flatten)]
@@ -181,8 +229,18 @@ impl DroppedCounts {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Site {
     pub memory: Memory,
-    /// The allocator pool the memory came from (`malloc`, `mmap`, ...).
+    /// The allocator pool the memory came from (`malloc`, `mmap`, and for GPU memory the
+    /// pools of docs/gpu.md: `pytorch-caching`, `nccl`, `direct`, ...).
     pub pool: String,
+    /// The GPU ordinal the memory lives on; `None` for host memory and where unknown.
+    pub device: Option<u32>,
+    /// The GPU address space of the site's addresses; `None` for host memory.
+    pub space: Option<Space>,
+    /// Whether the memory is the process's own and counts toward its totals (host memory,
+    /// GPU pointers and created handles).
+    pub owned: bool,
+    /// Allocated inside a CUDA-graph capture window of the allocating thread.
+    pub during_capture: bool,
     pub outstanding_bytes: u64,
     pub outstanding_count: u64,
     pub allocations: u64,
@@ -225,4 +283,65 @@ pub struct Frame {
     pub address: String,
     /// Whether this function was inlined into the next frame.
     pub inlined: bool,
+}
+
+/// A process's GPU figures beyond its sites.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GpuReport {
+    /// One entry per device its GPU sites name (the unknown device last).
+    pub devices: Vec<GpuDevice>,
+    /// The owned sites summed per (pool, memory, device), most outstanding first.
+    pub pools: Vec<PoolTotals>,
+    /// The stream-ordered pools the shim read, by handle.
+    pub stream_pools: Vec<StreamPool>,
+    /// CUDA-graph captures begun.
+    pub captures: u64,
+}
+
+/// What one device holds for the process.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GpuDevice {
+    /// The ordinal; `None` where unknown (and for pinned host memory).
+    pub device: Option<u32>,
+    /// Owned GPU memory (device, pinned, managed) summed over its sites; only the kinds
+    /// present.
+    pub by_memory: BTreeMap<Memory, Counts>,
+    /// Virtual addresses reserved and not freed (`cuMemAddressReserve`).
+    pub reserved_address_bytes: u64,
+    /// Bytes of handles mapped into reserved addresses and not unmapped (`cuMemMap`).
+    pub mapped_bytes: u64,
+    /// Host bytes page-locked in place and not unregistered (`cudaHostRegister`).
+    pub registered_bytes: u64,
+    /// Live handles imported from another process.
+    pub imported_handles: u64,
+    /// Live handles retained without their creation having been seen.
+    pub retained_handles: u64,
+}
+
+/// The owned sites of one pool, memory kind and device, summed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PoolTotals {
+    pub pool: String,
+    pub memory: Memory,
+    pub device: Option<u32>,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// A stream-ordered pool as the shim last read it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StreamPool {
+    /// The pool's handle in the process, in hex (`0x...`).
+    pub handle: String,
+    pub device: Option<u32>,
+    /// The program created the pool (otherwise: a device's default pool, or one made
+    /// before tracking).
+    pub created_by_program: bool,
+    pub destroyed: bool,
+    /// Bytes the pool holds from the device, at the newest reading.
+    pub reserved_bytes: u64,
+    /// Bytes of those handed out, at the newest reading.
+    pub used_bytes: u64,
+    /// How many readings came.
+    pub readings: u64,
 }

@@ -32,7 +32,7 @@ pub fn notes(process: &ProcessState) -> Vec<String> {
 }
 
 fn anomaly_notes(a: &Anomalies) -> Vec<String> {
-    let counted: [(u64, &str); 7] = [
+    let counted: [(u64, &str); 8] = [
         (
             a.records_before_hello,
             "records before the stream's Hello (ignored)",
@@ -58,6 +58,10 @@ fn anomaly_notes(a: &Anomalies) -> Vec<String> {
             a.implied_frees,
             "allocations counted as freed because their address was handed out again \
              without a free being seen",
+        ),
+        (
+            a.malformed_gpu_records,
+            "GPU records whose api does not fit them (ignored)",
         ),
     ];
     let mut notes: Vec<String> = counted

@@ -1,14 +1,16 @@
-//! From the state's sites (one per distinct stack and memory kind) to report sites: the
-//! pool each belongs to, merging of sites with the same symbolized stack, ranking, the
-//! `top` limit and per-process totals.
+//! From the state's sites (one per distinct stack, memory kind and, for GPU memory, device,
+//! space, ownership, capture mark and api) to report sites: the host pools, merging of sites
+//! with the same symbolized stack, ranking, the `top` limit and per-process totals. GPU
+//! pools are `gpu_pool.rs`'s.
 
-use crate::analysis::model::{Counts, Frame, Memory, Site, Totals};
+use crate::analysis::model::{Counts, Frame, Memory, Site, Space, Totals};
 use crate::state::SiteStats;
-use leakscope_protocol::MemoryKind;
+use leakscope_protocol::{DeviceOrdinal, MemoryKind};
 use std::cmp::Reverse;
 use std::collections::HashMap;
 
-/// The allocator pool an allocation of `kind` came from.
+/// The allocator pool a host allocation of `kind` came from (GPU sites get theirs from
+/// [`crate::analysis::gpu_pool`]; the GPU names here are fallbacks).
 pub fn pool_for(kind: MemoryKind) -> &'static str {
     match kind {
         MemoryKind::Host => "malloc",
@@ -24,6 +26,11 @@ pub fn pool_for(kind: MemoryKind) -> &'static str {
 pub struct SymbolizedSite {
     pub kind: MemoryKind,
     pub pool: &'static str,
+    /// GPU only (`None`, `None`, owned and not captured for host memory).
+    pub device: Option<DeviceOrdinal>,
+    pub space: Option<Space>,
+    pub owned: bool,
+    pub during_capture: bool,
     /// Frames with allocator frames removed, innermost first.
     pub frames: Vec<Frame>,
     pub stats: SiteStats,
@@ -55,24 +62,43 @@ impl<'f> From<&'f Frame> for FrameIdentity<'f> {
     }
 }
 
-type SiteIdentity<'f> = (MemoryKind, &'static str, Vec<FrameIdentity<'f>>);
+/// Everything that keeps two sites apart but their frames.
+type SiteClass = (
+    MemoryKind,
+    &'static str,
+    Option<DeviceOrdinal>,
+    Option<Space>,
+    bool,
+    bool,
+);
 
-/// Merges sites with the same memory kind, pool and symbolized frames: counts are summed,
+type SiteIdentity<'f> = (SiteClass, Vec<FrameIdentity<'f>>);
+
+/// Merges sites with the same memory kind, pool, device, space, ownership, capture mark and
+/// symbolized frames: counts are summed,
 /// and so are peaks (an upper bound of the merged site's real peak). The merged site shows
 /// the frames (and so the addresses) of its first part in input order.
 pub fn merge_sites(parts: &[SymbolizedSite]) -> Vec<Site> {
     let mut index: HashMap<SiteIdentity<'_>, usize> = HashMap::new();
     let mut merged: Vec<Site> = Vec::new();
     for part in parts {
-        let identity = (
+        let class = (
             part.kind,
             part.pool,
-            part.frames.iter().map(FrameIdentity::from).collect(),
+            part.device,
+            part.space,
+            part.owned,
+            part.during_capture,
         );
+        let identity = (class, part.frames.iter().map(FrameIdentity::from).collect());
         let slot = *index.entry(identity).or_insert_with(|| {
             merged.push(Site {
                 memory: Memory::from(part.kind),
                 pool: part.pool.to_owned(),
+                device: part.device.map(|d| d.0),
+                space: part.space,
+                owned: part.owned,
+                during_capture: part.during_capture,
                 outstanding_bytes: 0,
                 outstanding_count: 0,
                 allocations: 0,
@@ -96,7 +122,8 @@ pub fn merge_sites(parts: &[SymbolizedSite]) -> Vec<Site> {
 }
 
 /// Ranks sites: outstanding bytes, then allocations, both descending; then by frames,
-/// memory kind and pool so that the order is fully determined.
+/// memory kind, pool, device, space, ownership and capture mark so that the order is fully
+/// determined.
 pub fn sort_sites(sites: &mut [Site]) {
     sites.sort_by(|a, b| {
         (Reverse(a.outstanding_bytes), Reverse(a.allocations))
@@ -104,6 +131,14 @@ pub fn sort_sites(sites: &mut [Site]) {
             .then_with(|| a.frames.cmp(&b.frames))
             .then_with(|| a.memory.cmp(&b.memory))
             .then_with(|| a.pool.cmp(&b.pool))
+            .then_with(|| {
+                (a.device, a.space, a.owned, a.during_capture).cmp(&(
+                    b.device,
+                    b.space,
+                    b.owned,
+                    b.during_capture,
+                ))
+            })
     });
 }
 
@@ -119,10 +154,10 @@ pub fn apply_top(sites: &mut Vec<Site>, top: Option<usize>) -> usize {
     }
 }
 
-/// Totals over `sites`, overall and per memory kind present.
+/// Totals over the owned `sites`, overall and per memory kind present.
 pub fn totals(sites: &[Site]) -> Totals {
     let mut totals = Totals::default();
-    for site in sites {
+    for site in sites.iter().filter(|s| s.owned) {
         let counts = site.counts();
         totals.all.add(&counts);
         totals
@@ -164,6 +199,10 @@ mod tests {
         SymbolizedSite {
             kind,
             pool: pool_for(kind),
+            device: None,
+            space: None,
+            owned: true,
+            during_capture: false,
             frames,
             stats,
         }
@@ -294,6 +333,43 @@ mod tests {
         assert_eq!(apply_top(&mut sites, Some(10)), 0);
         assert_eq!(apply_top(&mut sites, Some(2)), 3);
         assert_eq!(sites.len(), 2);
+    }
+
+    #[test]
+    fn gpu_fields_keep_sites_apart_and_unowned_sites_out_of_totals() {
+        let frames = || vec![frame("step", Some(3), "0x10")];
+        let gpu = |pool, device: Option<u32>, space, owned, capture| SymbolizedSite {
+            kind: MemoryKind::Device,
+            pool,
+            device: device.map(DeviceOrdinal),
+            space: Some(space),
+            owned,
+            during_capture: capture,
+            frames: frames(),
+            stats: stats(100, 1, 1, 100),
+        };
+        let parts = vec![
+            gpu("pytorch-caching", Some(0), Space::Pointer, true, false),
+            gpu("pytorch-caching", Some(0), Space::Pointer, true, false), // merges
+            gpu("pytorch-caching", Some(1), Space::Pointer, true, false),
+            gpu("pytorch-graph-pool", Some(0), Space::Pointer, true, true),
+            gpu("pytorch-caching", Some(0), Space::Pointer, true, true),
+            gpu("direct", Some(0), Space::Pointer, true, false),
+            gpu("direct", Some(0), Space::Reservation, false, false),
+            gpu("direct", Some(0), Space::Handle, false, false),
+            part(MemoryKind::Host, frames(), stats(7, 1, 1, 7)),
+        ];
+        let mut merged = merge_sites(&parts);
+        assert_eq!(merged.len(), parts.len() - 1);
+        sort_sites(&mut merged);
+        assert_eq!(merged[0].outstanding_bytes, 200);
+        assert_eq!(merged[0].device, Some(0));
+        let host = merged.iter().find(|s| s.memory == Memory::Host).unwrap();
+        assert_eq!((host.device, host.space, host.owned), (None, None, true));
+        let t = totals(&merged);
+        assert_eq!(t.by_memory[&Memory::Device].outstanding_bytes, 600);
+        assert_eq!(t.by_memory[&Memory::Device].outstanding_count, 6);
+        assert_eq!(t.all.outstanding_bytes, 607);
     }
 
     #[test]

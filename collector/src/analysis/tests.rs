@@ -58,20 +58,14 @@ fn process(pid: u32, origin: Origin, end: StreamEnd) -> ProcessState {
         // Outside every module.
         (StackId(5), vec![RuntimeAddr(0x42)]),
     ]);
-    let host = |stack| SiteKey {
-        stack: StackId(stack),
-        kind: MemoryKind::Host,
-    };
+    let host = |stack| SiteKey::host(StackId(stack), MemoryKind::Host);
     let sites = HashMap::from([
         (host(1), stats(100, 2)),
         (host(2), stats(50, 1)),
         (host(3), stats(400, 4)),
         (host(4), stats(0, 7)),
         (
-            SiteKey {
-                stack: StackId(5),
-                kind: MemoryKind::Mapped,
-            },
+            SiteKey::host(StackId(5), MemoryKind::Mapped),
             stats(8192, 2),
         ),
         // A stack the state never defined: reported without frames, no panic.
@@ -133,7 +127,7 @@ fn meta() -> RecordingMeta {
 fn analyze_merges_ranks_and_describes_processes() {
     let model = analyze(&run_state(), &meta(), &AnalysisOptions::default());
     assert_eq!(model.leakscope_version, "9.9.9");
-    assert_eq!(model.format_version, 1);
+    assert_eq!(model.format_version, 2);
     assert_eq!(model.exit_status, Some(137));
     assert_eq!(model.signal, Some(9));
     assert_eq!(model.processes.len(), 2);
@@ -188,7 +182,163 @@ fn analyze_merges_ranks_and_describes_processes() {
     assert_eq!(child.notes[0], "inherited nothing");
     assert!(child.notes[1].ends_with(": 4"));
     assert!(p.notes.is_empty());
+    assert_eq!(p.gpu, None, "no GPU record, no GPU site");
+    assert!(p
+        .sites
+        .iter()
+        .all(|s| s.owned && s.device.is_none() && s.space.is_none()));
     assert_eq!(model.warnings, vec!["a stream never said Hello".to_owned()]);
+}
+
+/// A PyTorch-like process: modules named like PyTorch's, NCCL's and the program's (not on
+/// disk, so attribution goes by module path).
+fn gpu_process() -> ProcessState {
+    use leakscope_protocol::{Api, DeviceOrdinal};
+    const TORCH: u64 = 0x7e00_0000_0000;
+    const NCCL: u64 = 0x7d00_0000_0000;
+    const CUDART: u64 = 0x7c00_0000_0000;
+    let mut p = process(300, Origin::Exec, StreamEnd::Clean(EndReason::Exit));
+    for m in [
+        module(3, "/venv/site-packages/torch/lib/libc10_cuda.so", TORCH),
+        module(4, "/venv/site-packages/nvidia/nccl/lib/libnccl.so.2", NCCL),
+        module(
+            5,
+            "/venv/site-packages/nvidia/cuda_runtime/lib/libcudart.so.12",
+            CUDART,
+        ),
+    ] {
+        p.modules.insert(m.id, m);
+    }
+    let app = |off: u64| RuntimeAddr(APP_BASE + off);
+    p.stacks.extend([
+        // cudart inside PyTorch's caching allocator, from two places in it.
+        (
+            StackId(10),
+            vec![
+                RuntimeAddr(CUDART + 0x10),
+                RuntimeAddr(TORCH + 0x100),
+                app(0x200),
+            ],
+        ),
+        (
+            StackId(11),
+            vec![
+                RuntimeAddr(CUDART + 0x10),
+                RuntimeAddr(TORCH + 0x100),
+                app(0x200),
+            ],
+        ),
+        (StackId(12), vec![RuntimeAddr(NCCL + 0x10), app(0x300)]),
+        (StackId(13), vec![app(0x400)]),
+    ]);
+    let gpu = |stack, api, device: Option<u32>, capture| {
+        SiteKey::gpu(
+            StackId(stack),
+            MemoryKind::Device,
+            api,
+            device.map(DeviceOrdinal),
+            capture,
+        )
+        .unwrap()
+    };
+    p.sites.extend([
+        (gpu(10, Api::CudaMalloc, Some(0), false), stats(1000, 2)),
+        // Same stack and device through the driver: merged with the runtime's.
+        (gpu(11, Api::CuMemAlloc, Some(0), false), stats(24, 1)),
+        // Same stack on another device, and during capture: apart.
+        (gpu(10, Api::CudaMalloc, Some(1), false), stats(500, 1)),
+        (gpu(10, Api::CudaMalloc, Some(0), true), stats(300, 1)),
+        (gpu(12, Api::CudaMalloc, Some(0), false), stats(200, 1)),
+        (gpu(13, Api::CudaMallocAsync, Some(0), false), stats(100, 1)),
+        // Address space, not memory: listed, not counted.
+        (
+            gpu(13, Api::CuMemAddressReserve, Some(0), false),
+            stats(1 << 30, 1),
+        ),
+    ]);
+    p.gpu = Some(crate::state::GpuState {
+        captures: 1,
+        ..Default::default()
+    });
+    p
+}
+
+#[test]
+fn gpu_sites_get_pools_merge_apart_and_own_totals() {
+    let state = RunState::from_processes(vec![gpu_process()]);
+    let model = analyze(&state, &meta(), &AnalysisOptions::default());
+    let p = &model.processes[0];
+    let find = |pool: &str, device: Option<u32>, capture: bool| {
+        p.sites
+            .iter()
+            .find(|s| s.pool == pool && s.device == device && s.during_capture == capture)
+            .unwrap_or_else(|| panic!("no {pool} site on {device:?} in {:#?}", p.sites))
+    };
+    let caching = find("pytorch-caching", Some(0), false);
+    assert_eq!(
+        caching.outstanding_bytes, 1024,
+        "runtime and driver calls merged"
+    );
+    assert_eq!(caching.space, Some(model::Space::Pointer));
+    assert!(caching.owned);
+    assert_eq!(
+        find("pytorch-caching", Some(1), false).outstanding_bytes,
+        500
+    );
+    assert_eq!(
+        find("pytorch-graph-pool", Some(0), true).outstanding_bytes,
+        300
+    );
+    assert_eq!(find("nccl", Some(0), false).outstanding_bytes, 200);
+    assert_eq!(
+        find("cuda-async-pool", Some(0), false).outstanding_bytes,
+        100
+    );
+    let reserved = find("direct", Some(0), false);
+    assert_eq!(reserved.space, Some(model::Space::Reservation));
+    assert!(!reserved.owned);
+    assert_eq!(reserved.outstanding_bytes, 1 << 30);
+    // The host sites of `process` are there too, with their pools.
+    assert!(p
+        .sites
+        .iter()
+        .any(|s| s.pool == "malloc" && s.space.is_none()));
+
+    let gpu_owned = 1024 + 500 + 300 + 200 + 100;
+    let device = &p.totals.by_memory[&model::Memory::Device];
+    assert_eq!(
+        device.outstanding_bytes, gpu_owned,
+        "the reservation is not counted"
+    );
+    assert_eq!(
+        p.totals.all.outstanding_bytes,
+        8192 + 400 + 150 + 1 + gpu_owned
+    );
+
+    let gpu = p.gpu.as_ref().expect("a gpu section");
+    assert_eq!(gpu.captures, 1);
+    let devices: Vec<_> = gpu.devices.iter().map(|d| d.device).collect();
+    assert_eq!(devices, vec![Some(0), Some(1)]);
+    assert_eq!(gpu.devices[0].reserved_address_bytes, 1 << 30);
+    assert_eq!(
+        gpu.devices[0].by_memory[&model::Memory::Device].outstanding_bytes,
+        1024 + 300 + 200 + 100
+    );
+    let pools: Vec<_> = gpu
+        .pools
+        .iter()
+        .map(|p| (p.pool.as_str(), p.device, p.counts.outstanding_bytes))
+        .collect();
+    assert_eq!(
+        pools,
+        vec![
+            ("pytorch-caching", Some(0), 1024),
+            ("pytorch-caching", Some(1), 500),
+            ("pytorch-graph-pool", Some(0), 300),
+            ("nccl", Some(0), 200),
+            ("cuda-async-pool", Some(0), 100),
+        ]
+    );
 }
 
 #[test]
@@ -270,10 +420,7 @@ fn real_stacks_on_one_source_line_merge_after_stripping() {
     p.stacks = [(StackId(1), first.to_vec()), (StackId(2), second.to_vec())]
         .into_iter()
         .collect();
-    let host = |stack| SiteKey {
-        stack: StackId(stack),
-        kind: MemoryKind::Host,
-    };
+    let host = |stack| SiteKey::host(StackId(stack), MemoryKind::Host);
     p.sites = [(host(1), stats(100, 1)), (host(2), stats(50, 1))]
         .into_iter()
         .collect();

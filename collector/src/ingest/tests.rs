@@ -77,10 +77,7 @@ fn encode(frames: &[&[Record]]) -> Vec<u8> {
 }
 
 fn host(stack: u32) -> SiteKey {
-    SiteKey {
-        stack: StackId(stack),
-        kind: MemoryKind::Host,
-    }
+    SiteKey::host(StackId(stack), MemoryKind::Host)
 }
 
 /// A parent (pid 10) that forks pid 11, and the child's stream.
@@ -162,6 +159,83 @@ fn recording_round_trip_in_either_file_order() {
         check_family(&loaded.state);
         assert_eq!(loaded.state.process(Pid(10)).unwrap().stream, ConnId(pc));
     }
+}
+
+/// GPU records through the real encoder, the recording, replay, analysis and the JSON
+/// report.
+#[test]
+fn gpu_records_round_trip_into_the_report() {
+    use crate::analysis::{analyze, AnalysisOptions};
+    use crate::report::json::JsonReport;
+    use crate::report::Report;
+    use leakscope_protocol::{Capture, DeviceOrdinal, GpuAlloc, PoolAction, PoolEvent, PoolHandle};
+    let gpu = |ts, addr, size, api| {
+        Record::GpuAlloc(GpuAlloc {
+            ts: Timestamp(ts),
+            thread: ThreadId(1),
+            addr: RuntimeAddr(addr),
+            size,
+            kind: MemoryKind::Device,
+            api,
+            stack: StackId(1),
+            device: Some(DeviceOrdinal(0)),
+        })
+    };
+    let stream = encode(&[
+        &[hello(10, Origin::Exec), stack(1), alloc(1, 0x10, 8, 1)],
+        &[
+            gpu(2, 0x7f00_0000, 1 << 20, Api::CudaMalloc),
+            gpu(3, 0x7000_0000, 1 << 30, Api::CuMemAddressReserve),
+            Record::Capture(Capture {
+                ts: Timestamp(4),
+                thread: ThreadId(1),
+                begin: true,
+            }),
+            gpu(5, 0x7f10_0000, 4096, Api::CudaMalloc),
+            Record::Pool(PoolEvent {
+                ts: Timestamp(6),
+                thread: ThreadId(1),
+                pool: PoolHandle(0xfeed),
+                device: Some(DeviceOrdinal(0)),
+                action: PoolAction::Created,
+                reserved: 0,
+                used: 0,
+            }),
+            end(7),
+        ],
+    ]);
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("rec");
+    write_recording(&dir, &[(0, stream)]);
+    let loaded = load(&dir, StateOptions::default()).unwrap();
+    let model = analyze(&loaded.state, &loaded.meta, &AnalysisOptions::default());
+    let mut out = Vec::new();
+    JsonReport::default().render(&model, &mut out).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let p = &v["processes"][0];
+    assert_eq!(v["format_version"], 2);
+    assert_eq!(
+        p["totals"]["by_memory"]["device"]["outstanding_bytes"],
+        (1 << 20) + 4096
+    );
+    assert_eq!(p["totals"]["by_memory"]["host"]["outstanding_bytes"], 8);
+    let gpu = &p["gpu"];
+    assert_eq!(gpu["captures"], 1);
+    assert_eq!(gpu["devices"][0]["device"], 0);
+    assert_eq!(gpu["devices"][0]["reserved_address_bytes"], 1u64 << 30);
+    assert_eq!(gpu["stream_pools"][0]["handle"], "0xfeed");
+    assert_eq!(gpu["stream_pools"][0]["created_by_program"], true);
+    let sites = p["sites"].as_array().unwrap();
+    let captured: Vec<_> = sites
+        .iter()
+        .filter(|s| s["during_capture"] == true)
+        .collect();
+    assert_eq!(captured.len(), 1);
+    assert_eq!(captured[0]["outstanding_bytes"], 4096);
+    assert_eq!(captured[0]["pool"], "direct");
+    assert!(sites
+        .iter()
+        .any(|s| s["space"] == "reservation" && s["owned"] == false));
 }
 
 #[test]

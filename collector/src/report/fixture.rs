@@ -1,8 +1,8 @@
 //! A hand-built report model shared by the renderers' tests.
 
 use crate::analysis::model::{
-    Counts, DroppedCounts, Frame, Memory, OriginName, ProcessReport, ReportModel, Site,
-    StreamStatus, Totals,
+    Counts, DroppedCounts, Frame, GpuDevice, GpuReport, Memory, OriginName, PoolTotals,
+    ProcessReport, ReportModel, Site, Space, StreamPool, StreamStatus, Totals, FORMAT_VERSION,
 };
 use std::collections::BTreeMap;
 
@@ -47,6 +47,10 @@ pub fn model() -> ReportModel {
         Site {
             memory: Memory::Mapped,
             pool: "mmap".to_owned(),
+            device: None,
+            space: None,
+            owned: true,
+            during_capture: false,
             outstanding_bytes: 1 << 20,
             outstanding_count: 1,
             allocations: 1,
@@ -58,6 +62,10 @@ pub fn model() -> ReportModel {
         Site {
             memory: Memory::Host,
             pool: "malloc".to_owned(),
+            device: None,
+            space: None,
+            owned: true,
+            during_capture: false,
             outstanding_bytes: 204_800,
             outstanding_count: 200,
             allocations: 200,
@@ -95,6 +103,10 @@ pub fn model() -> ReportModel {
         Site {
             memory: Memory::Host,
             pool: "malloc".to_owned(),
+            device: None,
+            space: None,
+            owned: true,
+            during_capture: false,
             outstanding_bytes: 0,
             outstanding_count: 0,
             allocations: 1000,
@@ -133,6 +145,7 @@ pub fn model() -> ReportModel {
         sites,
         sites_omitted: 0,
         notes: Vec::new(),
+        gpu: None,
     };
     let child = ProcessReport {
         pid: 4243,
@@ -154,7 +167,7 @@ pub fn model() -> ReportModel {
     };
     ReportModel {
         leakscope_version: "0.1.0".to_owned(),
-        format_version: 1,
+        format_version: FORMAT_VERSION,
         command: vec!["./app".to_owned(), "--leak".to_owned()],
         exit_status: Some(137),
         signal: Some(9),
@@ -162,4 +175,128 @@ pub fn model() -> ReportModel {
         warnings: vec!["a stream never said Hello".to_owned()],
         top: None,
     }
+}
+
+/// A GPU site of `bytes` outstanding in one block, allocated once.
+fn gpu_site(memory: Memory, pool: &str, device: Option<u32>, space: Space, bytes: u64) -> Site {
+    Site {
+        memory,
+        pool: pool.to_owned(),
+        device,
+        space: Some(space),
+        owned: matches!(space, Space::Pointer | Space::Handle),
+        during_capture: false,
+        outstanding_bytes: bytes,
+        outstanding_count: 1,
+        allocations: 1,
+        allocated_bytes: bytes,
+        peak_bytes: bytes,
+        temporary: 0,
+        frames: vec![frame(
+            Some("train_step"),
+            Some("train.cpp"),
+            Some(7),
+            Some("trainer"),
+            "0x2000",
+            false,
+        )],
+    }
+}
+
+/// [`model`] with a third process that used a GPU: PyTorch's caching allocator (one site
+/// during capture), an expandable segment's handle and its reservation, pinned memory, a
+/// stream-ordered pool and two captures.
+pub fn gpu_model() -> ReportModel {
+    let mut model = model();
+    let (d, p) = (Memory::Device, Memory::Pinned);
+    let mut captured = gpu_site(d, "pytorch-graph-pool", Some(0), Space::Pointer, 64 << 20);
+    captured.during_capture = true;
+    let sites = vec![
+        gpu_site(d, "direct", Some(0), Space::Reservation, 4 << 30),
+        gpu_site(d, "pytorch-caching", Some(0), Space::Pointer, 1 << 30),
+        captured,
+        gpu_site(p, "pytorch-pinned-cache", None, Space::Pointer, 16 << 20),
+        gpu_site(d, "pytorch-expandable", Some(0), Space::Handle, 2 << 20),
+    ];
+    let one = |bytes| counts(bytes, 1, 1, bytes, 0);
+    let device0 = counts(
+        (1 << 30) + (64 << 20) + (2 << 20),
+        3,
+        3,
+        (1 << 30) + (66 << 20),
+        0,
+    );
+    let gpu = GpuReport {
+        devices: vec![
+            GpuDevice {
+                device: Some(0),
+                by_memory: BTreeMap::from([(d, device0)]),
+                reserved_address_bytes: 4 << 30,
+                mapped_bytes: 2 << 20,
+                registered_bytes: 0,
+                imported_handles: 1,
+                retained_handles: 0,
+            },
+            GpuDevice {
+                device: None,
+                by_memory: BTreeMap::from([(p, one(16 << 20))]),
+                ..GpuDevice::default()
+            },
+        ],
+        pools: vec![
+            PoolTotals {
+                pool: "pytorch-caching".to_owned(),
+                memory: d,
+                device: Some(0),
+                counts: one(1 << 30),
+            },
+            PoolTotals {
+                pool: "pytorch-graph-pool".to_owned(),
+                memory: d,
+                device: Some(0),
+                counts: one(64 << 20),
+            },
+            PoolTotals {
+                pool: "pytorch-pinned-cache".to_owned(),
+                memory: p,
+                device: None,
+                counts: one(16 << 20),
+            },
+            PoolTotals {
+                pool: "pytorch-expandable".to_owned(),
+                memory: d,
+                device: Some(0),
+                counts: one(2 << 20),
+            },
+        ],
+        stream_pools: vec![StreamPool {
+            handle: "0x5555aaaa0000".to_owned(),
+            device: Some(0),
+            created_by_program: true,
+            destroyed: false,
+            reserved_bytes: 32 << 20,
+            used_bytes: 8 << 20,
+            readings: 12,
+        }],
+        captures: 2,
+    };
+    let mut totals = Totals::default();
+    for (memory, c) in [(d, device0), (p, one(16 << 20))] {
+        totals.all.add(&c);
+        totals.by_memory.insert(memory, c);
+    }
+    let parent = &model.processes[0];
+    let trainer = ProcessReport {
+        pid: 5000,
+        ppid: 1,
+        command: "python train.py".to_owned(),
+        argv: vec!["python".to_owned(), "train.py".to_owned()],
+        exe: "/usr/bin/python3.12".to_owned(),
+        totals,
+        sites,
+        gpu: Some(gpu),
+        ..parent.clone()
+    };
+    model.processes.push(trainer);
+    model
 }

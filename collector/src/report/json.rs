@@ -75,7 +75,7 @@ mod tests {
                 "warnings"
             ])
         );
-        assert_eq!(v["format_version"], 1);
+        assert_eq!(v["format_version"], 2);
         assert_eq!(v["exit_status"], 137);
         assert_eq!(v["signal"], 9);
         assert_eq!(v["command"], serde_json::json!(["./app", "--leak"]));
@@ -98,9 +98,11 @@ mod tests {
                 "unknown_frees",
                 "sites",
                 "sites_omitted",
-                "notes"
+                "notes",
+                "gpu"
             ])
         );
+        assert_eq!(p["gpu"], Value::Null, "no GPU call");
         assert_eq!(p["command"], "./app --leak");
         assert_eq!(p["origin"], "exec");
         assert_eq!(p["parent"], Value::Null);
@@ -134,6 +136,10 @@ mod tests {
             sorted(vec![
                 "memory",
                 "pool",
+                "device",
+                "space",
+                "owned",
+                "during_capture",
                 "outstanding_bytes",
                 "outstanding_count",
                 "allocations",
@@ -145,6 +151,10 @@ mod tests {
         );
         assert_eq!(site["memory"], "host");
         assert_eq!(site["pool"], "malloc");
+        assert_eq!(site["device"], Value::Null);
+        assert_eq!(site["space"], Value::Null);
+        assert_eq!(site["owned"], true);
+        assert_eq!(site["during_capture"], false);
         assert_eq!(p["sites"][0]["memory"], "mapped");
         let frame = &site["frames"][0];
         assert_eq!(
@@ -169,6 +179,115 @@ mod tests {
         assert_eq!(child["stream"], "damaged");
         assert_eq!(child["stream_problem"], "truncated frame");
         assert_eq!(keys(&child["totals"]["by_memory"]), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn gpu_fields_follow_the_contract() {
+        let mut out = Vec::new();
+        JsonReport::default()
+            .render(&fixture::gpu_model(), &mut out)
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out).expect("valid JSON");
+        let p = &v["processes"][2];
+        let site = &p["sites"][1];
+        assert_eq!(site["memory"], "device");
+        assert_eq!(site["pool"], "pytorch-caching");
+        assert_eq!(site["device"], 0);
+        assert_eq!(site["space"], "pointer");
+        assert_eq!(site["owned"], true);
+        assert_eq!(site["during_capture"], false);
+        let reservation = &p["sites"][0];
+        assert_eq!(reservation["space"], "reservation");
+        assert_eq!(reservation["owned"], false);
+        assert_eq!(p["sites"][2]["during_capture"], true);
+        assert_eq!(p["sites"][3]["device"], Value::Null, "pinned host memory");
+        assert_eq!(keys(&p["totals"]["by_memory"]), vec!["device", "pinned"]);
+
+        let gpu = &p["gpu"];
+        assert_eq!(
+            keys(gpu),
+            sorted(vec!["devices", "pools", "stream_pools", "captures"])
+        );
+        assert_eq!(gpu["captures"], 2);
+        let device = &gpu["devices"][0];
+        assert_eq!(
+            keys(device),
+            sorted(vec![
+                "device",
+                "by_memory",
+                "reserved_address_bytes",
+                "mapped_bytes",
+                "registered_bytes",
+                "imported_handles",
+                "retained_handles"
+            ])
+        );
+        assert_eq!(device["device"], 0);
+        assert_eq!(device["reserved_address_bytes"], 4u64 << 30);
+        assert_eq!(keys(&device["by_memory"]), vec!["device"]);
+        assert_eq!(
+            keys(&device["by_memory"]["device"]),
+            sorted(vec![
+                "outstanding_bytes",
+                "outstanding_count",
+                "allocations",
+                "allocated_bytes",
+                "temporary"
+            ])
+        );
+        assert_eq!(gpu["devices"][1]["device"], Value::Null);
+        let pool = &gpu["pools"][0];
+        assert_eq!(
+            keys(pool),
+            sorted(vec![
+                "pool",
+                "memory",
+                "device",
+                "outstanding_bytes",
+                "outstanding_count",
+                "allocations",
+                "allocated_bytes",
+                "temporary"
+            ])
+        );
+        assert_eq!(pool["pool"], "pytorch-caching");
+        assert_eq!(pool["memory"], "device");
+        assert_eq!(pool["device"], 0);
+        assert_eq!(pool["outstanding_bytes"], 1u64 << 30);
+        let stream_pool = &gpu["stream_pools"][0];
+        assert_eq!(
+            keys(stream_pool),
+            sorted(vec![
+                "handle",
+                "device",
+                "created_by_program",
+                "destroyed",
+                "reserved_bytes",
+                "used_bytes",
+                "readings"
+            ])
+        );
+        assert_eq!(stream_pool["handle"], "0x5555aaaa0000");
+        assert_eq!(stream_pool["created_by_program"], true);
+        assert_eq!(stream_pool["readings"], 12);
+    }
+
+    #[test]
+    fn space_names() {
+        use crate::analysis::model::Space;
+        use leakscope_protocol::GpuSpace;
+        for space in [
+            GpuSpace::Pointer,
+            GpuSpace::Handle,
+            GpuSpace::Mapping,
+            GpuSpace::Reservation,
+            GpuSpace::Registration,
+        ] {
+            let ours = Space::from_gpu(space).unwrap();
+            assert_eq!(serde_json::to_value(ours).unwrap(), space.name());
+            assert_eq!(ours.name(), space.name());
+        }
+        assert_eq!(Space::from_gpu(GpuSpace::Pool), None);
     }
 
     #[test]

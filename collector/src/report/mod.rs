@@ -1,9 +1,10 @@
 //! Rendering the report model: one [`Report`] trait and one file per output format
-//! ([`text`] for people, [`json`] for programs).
+//! ([`text`] for people, with its GPU parts in `text_gpu.rs`; [`json`] for programs).
 
 pub mod human;
 pub mod json;
 pub mod text;
+mod text_gpu;
 
 #[cfg(test)]
 mod fixture;
@@ -16,7 +17,7 @@ use std::io::{self, Write};
 pub enum Format {
     /// A readable summary ranked by outstanding memory.
     Text,
-    /// The report model as JSON (`format_version` 1).
+    /// The report model as JSON (`format_version` 2).
     Json,
 }
 

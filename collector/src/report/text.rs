@@ -1,11 +1,13 @@
 //! The text report, for people: per process a header, totals per kind of memory, dropped
-//! events, then the sites holding the most memory with their stacks, and a short list of
-//! the sites that churned the most while freeing everything.
+//! events, then the sites holding the most memory with their stacks, a short list of the
+//! sites that churned the most while freeing everything, and for a process that used GPUs
+//! a GPU summary (`text_gpu.rs`, which also tags GPU sites with their device and space).
 
 use crate::analysis::model::{
     Counts, Frame, OriginName, ProcessReport, ReportModel, Site, StreamStatus,
 };
 use crate::report::human::{bytes, count};
+use crate::report::text_gpu::{site_tag, summary};
 use crate::report::Report;
 use std::io::{self, Write};
 
@@ -153,6 +155,9 @@ impl TextReport {
                 )?;
             }
         }
+        if let Some(gpu) = &p.gpu {
+            summary(gpu, out)?;
+        }
         Ok(())
     }
 }
@@ -209,15 +214,14 @@ fn dropped(p: &ProcessReport, out: &mut dyn Write) -> io::Result<()> {
 fn write_site(rank: usize, s: &Site, out: &mut dyn Write) -> io::Result<()> {
     writeln!(
         out,
-        "{INDENT}#{}  {} outstanding in {} (peak {}), {}, {} temporary  [{} · {}]",
+        "{INDENT}#{}  {} outstanding in {} (peak {}), {}, {} temporary  [{}]",
         rank + 1,
         bytes(s.outstanding_bytes),
         count(s.outstanding_count, "block", "blocks"),
         bytes(s.peak_bytes),
         count(s.allocations, "allocation", "allocations"),
         s.temporary,
-        s.memory.name(),
-        s.pool
+        site_tag(s)
     )?;
     write_frames(s, out)
 }
@@ -226,14 +230,13 @@ fn write_site(rank: usize, s: &Site, out: &mut dyn Write) -> io::Result<()> {
 fn write_churn_site(rank: usize, s: &Site, out: &mut dyn Write) -> io::Result<()> {
     writeln!(
         out,
-        "{INDENT}#{}  {} allocated in {}, all freed (peak {}), {} temporary  [{} · {}]",
+        "{INDENT}#{}  {} allocated in {}, all freed (peak {}), {} temporary  [{}]",
         rank + 1,
         bytes(s.allocated_bytes),
         count(s.allocations, "allocation", "allocations"),
         bytes(s.peak_bytes),
         s.temporary,
-        s.memory.name(),
-        s.pool
+        site_tag(s)
     )?;
     write_frames(s, out)
 }
@@ -391,6 +394,44 @@ mod tests {
         let mut model = fixture::model();
         model.processes[0].sites_omitted = 4;
         assert!(render(&model).contains("... 4 more sites not shown"));
+    }
+
+    #[test]
+    fn gpu_sites_are_tagged_and_summarized() {
+        let host_only = render(&fixture::model());
+        let text = render(&fixture::gpu_model());
+        assert!(text.starts_with(&host_only.replace("2 processes", "3 processes")));
+        assert!(
+            !host_only.contains("GPU"),
+            "no GPU summary without a gpu section"
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        let has = |want: &str| {
+            assert!(
+                lines.iter().any(|l| l.trim_end() == want),
+                "missing line {want:?} in:\n{text}"
+            )
+        };
+        has("   device       1.06 GiB          3            3     1.06 GiB          0");
+        has("   #1  4.00 GiB outstanding in 1 block (peak 4.00 GiB), 1 allocation, 0 temporary  [device · direct · cuda:0 · reservation]");
+        has("   #2  1.00 GiB outstanding in 1 block (peak 1.00 GiB), 1 allocation, 0 temporary  [device · pytorch-caching · cuda:0]");
+        has("   #3  64.00 MiB outstanding in 1 block (peak 64.00 MiB), 1 allocation, 0 temporary  [device · pytorch-graph-pool · cuda:0 · during capture]");
+        has("   #4  16.00 MiB outstanding in 1 block (peak 16.00 MiB), 1 allocation, 0 temporary  [pinned · pytorch-pinned-cache]");
+        has("   GPU              device       pinned      managed  reserved addr       mapped");
+        has("   cuda:0         1.06 GiB          0 B          0 B       4.00 GiB     2.00 MiB");
+        has("   no device           0 B    16.00 MiB          0 B            0 B          0 B");
+        has("   cuda:0: 1 imported handle");
+        has("   stream-ordered pools (reserved / used):");
+        has("      0x5555aaaa0000 (cuda:0)  32.00 MiB / 8.00 MiB  [created by the program, 12 readings]");
+        has("   CUDA graph captures: 2");
+    }
+
+    #[test]
+    fn gpu_section_without_gpu_memory() {
+        let mut model = fixture::model();
+        model.processes[1].gpu = Some(crate::analysis::model::GpuReport::default());
+        let text = render(&model);
+        assert!(text.ends_with("   GPU: no GPU memory recorded\n"), "{text}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    /// What `live` held at `ts`.
+    /// What `live`'s host tables held at `ts`.
     pub fn take(live: &ProcLive, ts: Timestamp) -> Self {
         Snapshot {
             ts,
@@ -64,11 +64,11 @@ impl Snapshot {
         }
         let mut book = SiteBook::new(&mut cp.sites, opts);
         for (key, mut block) in self.blocks {
-            block.stack = ids.get(block.stack);
+            block.site.stack = ids.get(block.site.stack);
             cl.blocks.inherit(key, block, &mut book);
         }
         for (start, mut piece) in self.pieces {
-            piece.stack = ids.get(piece.stack);
+            piece.site.stack = ids.get(piece.site.stack);
             cl.maps.inherit(start, piece, &mut book);
         }
         cp.last_ts = cp.last_ts.max(self.ts);

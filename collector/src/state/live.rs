@@ -1,5 +1,7 @@
-//! The live table of one process for whole-block memory (every kind but
-//! [`MemoryKind::Mapped`]): for each address, the newest event seen there.
+//! A live table for whole-block memory: for each address, the newest event seen there. A
+//! process has one for its host memory (every kind but [`MemoryKind::Mapped`]) and one for
+//! its GPU pointers and host registrations (`gpu.rs`); keys name the address space, so the
+//! same number in two spaces is two addresses, and each block carries its full site.
 //!
 //! Events of different threads arrive out of timestamp order (each thread's buffer is sent
 //! separately), but at one address allocations and frees alternate in time, so the block
@@ -20,18 +22,18 @@
 use crate::state::hash::FxHashMap;
 use crate::state::sites::SiteBook;
 use crate::state::SiteKey;
-use leakscope_protocol::{MemoryKind, StackId};
+use leakscope_protocol::{GpuSpace, MemoryKind};
 use std::collections::hash_map::Entry;
 
 /// Fewest events between two sweeps.
 const SWEEP_MIN_EVENTS: u64 = 1 << 20;
 
-/// One allocation as the tables keep it.
+/// One allocation as the tables keep it: when, how many bytes, and the site it counts for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Block {
     pub ts: u64,
     pub size: u64,
-    pub stack: StackId,
+    pub site: SiteKey,
 }
 
 /// Events older than this (`Some(ts)`: timestamps below it; `None`: every event, the
@@ -57,11 +59,19 @@ pub(crate) struct Tally {
     pub implied_frees: u64,
 }
 
-/// An address of one memory kind.
+/// The namespace an address belongs to: host memory of one kind, or one GPU address space
+/// (a handle value may equal a device pointer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum AddrSpace {
+    Host(MemoryKind),
+    Gpu(GpuSpace),
+}
+
+/// An address in one address space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct BlockKey {
+    pub space: AddrSpace,
     pub addr: u64,
-    pub kind: MemoryKind,
 }
 
 /// The newest event at an address.
@@ -84,13 +94,6 @@ pub(crate) struct LiveTable {
     events_since_sweep: u64,
 }
 
-fn site(key: BlockKey, block: &Block) -> SiteKey {
-    SiteKey {
-        stack: block.stack,
-        kind: key.kind,
-    }
-}
-
 impl LiveTable {
     /// Applies an allocation.
     #[inline]
@@ -102,26 +105,26 @@ impl LiveTable {
         book: &mut SiteBook<'_>,
     ) {
         self.allocs += 1;
-        book.count(site(key, &block), block.size);
+        book.count(block.site, block.size);
         match self.slots.entry(key) {
             Entry::Vacant(v) => {
-                book.hold(site(key, &block), block.size);
+                book.hold(block.site, block.size);
                 v.insert(Slot::Live(block));
             }
             Entry::Occupied(mut o) => match *o.get() {
                 Slot::Live(old) if block.ts >= old.ts => {
                     // Its free is late, or was lost.
-                    book.release(site(key, &old), old.size, None);
-                    book.hold(site(key, &block), block.size);
+                    book.release(old.site, old.size, None);
+                    book.hold(block.site, block.size);
                     *o.get_mut() = Slot::Live(block);
                 }
                 Slot::Freed { ts, .. } if block.ts >= ts => {
-                    book.hold(site(key, &block), block.size);
+                    book.hold(block.site, block.size);
                     *o.get_mut() = Slot::Live(block);
                 }
                 Slot::Freed { ts, paired: false } => {
                     // The free came first; this is the block it freed.
-                    book.held(site(key, &block), ts - block.ts);
+                    book.held(block.site, ts - block.ts);
                     *o.get_mut() = Slot::Freed { ts, paired: true };
                 }
                 // Too late to hold the address: only counted.
@@ -141,7 +144,7 @@ impl LiveTable {
             }
             Entry::Occupied(mut o) => match *o.get() {
                 Slot::Live(b) if ts >= b.ts => {
-                    book.release(site(key, &b), b.size, Some(ts - b.ts));
+                    book.release(b.site, b.size, Some(ts - b.ts));
                     *o.get_mut() = Slot::Freed { ts, paired: true };
                 }
                 Slot::Freed { ts: old, .. } if ts >= old => {
@@ -203,7 +206,7 @@ impl LiveTable {
             Entry::Vacant(v) => {
                 v.insert(Slot::Live(block));
                 self.inherited += 1;
-                book.hold(site(key, &block), block.size);
+                book.hold(block.site, block.size);
                 true
             }
         }

@@ -1,5 +1,6 @@
-//! The live table of one process for [`MemoryKind::Mapped`] memory: byte ranges rather
-//! than blocks. An unmap may cover part of a mapping (the mapping is split; the pieces left
+//! A live table of address ranges rather than blocks: a process has one for its
+//! [`MemoryKind::Mapped`] memory, and one each for its GPU mappings (`cuMemMap`) and
+//! reserved GPU addresses (`cuMemAddressReserve`); each piece carries its full site. An unmap may cover part of a mapping (the mapping is split; the pieces left
 //! keep its site) or several mappings, and reduces outstanding bytes by exactly the bytes
 //! it overlaps. An unmap applies to the mappings made before it; one that finds none waits
 //! for a mapping still in flight. A mapping made over an older one that is never unmapped
@@ -9,7 +10,8 @@
 use crate::state::live::{Block, Horizon, Tally};
 use crate::state::sites::SiteBook;
 use crate::state::SiteKey;
-use leakscope_protocol::{MemoryKind, StackId};
+#[cfg(doc)]
+use leakscope_protocol::MemoryKind;
 use std::collections::BTreeMap;
 
 /// Fewest mapped events between two sweeps.
@@ -20,7 +22,7 @@ const SWEEP_MIN_EVENTS: u64 = 4096;
 pub(crate) struct Piece {
     pub end: u64,
     pub ts: u64,
-    pub stack: StackId,
+    pub site: SiteKey,
     /// Still the whole mapping as made (never split), so its unmap can be temporary.
     pub whole: bool,
 }
@@ -45,14 +47,11 @@ pub(crate) struct MappedTable {
 }
 
 fn key(p: &Piece) -> SiteKey {
-    SiteKey {
-        stack: p.stack,
-        kind: MemoryKind::Mapped,
-    }
+    p.site
 }
 
 impl MappedTable {
-    /// Applies a mapping (`block`: when, how many bytes, from which stack) at `start`.
+    /// Applies a mapping (`block`: when, how many bytes, for which site) at `start`.
     /// Returns `false` (and changes nothing) for an empty range.
     pub fn map(
         &mut self,
@@ -62,7 +61,7 @@ impl MappedTable {
         book: &mut SiteBook<'_>,
         tally: &mut Tally,
     ) -> bool {
-        let Block { ts, size, stack } = block;
+        let Block { ts, size, site } = block;
         let end = start.saturating_add(size);
         if end == start {
             return false;
@@ -70,7 +69,7 @@ impl MappedTable {
         let piece = Piece {
             end,
             ts,
-            stack,
+            site,
             whole: true,
         };
         book.alloc(key(&piece), end - start);
@@ -222,13 +221,13 @@ impl MappedTable {
             }
         }
         // An older piece may overlap several newer ones, and its first cut replaces it with
-        // remnants: pick pieces by the older piece's identity (time and stack), not its key.
+        // remnants: pick pieces by the older piece's identity (time and site), not its key.
         for (older, s, e) in cuts {
             self.cut_where(
                 s,
                 e,
                 None,
-                |p| p.ts == older.ts && p.stack == older.stack,
+                |p| p.ts == older.ts && p.site == older.site,
                 book,
             );
         }

@@ -7,32 +7,126 @@
 //! Files: `route.rs` sends each connection's records to its process (and holds fork
 //! children back until their parent's fork is known), `process.rs` applies one record to one
 //! process, `live.rs` / `mapped.rs` are the live tables, `fork.rs` the fork snapshots,
-//! `sites.rs` the statistics updates, `hash.rs` the tables' hasher.
+//! `sites.rs` the statistics updates, `hash.rs` the tables' hasher. GPU accounting is kept
+//! apart from the host tables: `gpu.rs` applies GPU records to the GPU tables (`live.rs` and
+//! `mapped.rs` again, `handles.rs` for refcounted handles, `capture.rs` for capture windows)
+//! and `pools.rs` keeps the stream-ordered pools' readings.
 
+mod capture;
 mod fork;
+mod gpu;
+mod handles;
 mod hash;
 mod live;
 mod mapped;
+mod pools;
 mod process;
 mod route;
 mod sites;
 
 #[cfg(test)]
+mod gpu_tests;
+#[cfg(test)]
 mod tests;
 
 use leakscope_protocol::{
-    Dropped, Hello, MemoryKind, ModuleId, ModuleMap, Pid, RuntimeAddr, StackId, Timestamp,
+    Api, DeviceOrdinal, Dropped, GpuSpace, Hello, MemoryKind, ModuleId, ModuleMap, Pid,
+    RuntimeAddr, StackId, Timestamp,
 };
+use std::cmp::Ordering;
 use std::fmt;
 
+pub use gpu::GpuState;
 pub use hash::{FxHashMap, FxHashSet, FxHasher};
+pub use pools::PoolState;
 
-/// A call site as the state knows it: one distinct stack and memory kind. Analysis merges
-/// sites whose symbolized frames are the same.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A call site as the state knows it: one distinct stack, memory kind and (for GPU memory)
+/// device, address space, ownership, capture mark and api. Analysis merges sites whose
+/// symbolized frames (and everything but the stack and api) are the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SiteKey {
     pub stack: StackId,
     pub kind: MemoryKind,
+    /// The device the memory lives on; `None` for host memory and where it is unknown.
+    pub device: Option<DeviceOrdinal>,
+    /// The GPU address space the site's addresses name; `None` for host memory.
+    pub space: Option<GpuSpace>,
+    /// Whether the memory is the process's own and counts toward its totals: host memory,
+    /// and GPU pointers and handles the process created (not imported or retained handles,
+    /// nor mappings, reservations or registrations, whose memory is accounted elsewhere).
+    pub owned: bool,
+    /// Allocated by a thread inside one of its CUDA-graph capture windows.
+    pub during_capture: bool,
+    /// The GPU api that allocated (pools and handle origins depend on it); `None` for host
+    /// memory, whose sites are not split by api.
+    pub api: Option<Api>,
+}
+
+impl SiteKey {
+    /// A host site: `stack` allocating memory of `kind`.
+    pub fn host(stack: StackId, kind: MemoryKind) -> Self {
+        SiteKey {
+            stack,
+            kind,
+            device: None,
+            space: None,
+            owned: true,
+            during_capture: false,
+            api: None,
+        }
+    }
+
+    /// A GPU site: `stack` calling `api` for memory of `kind` on `device`. `None` when
+    /// `api` names no GPU space, or names a stream-ordered pool (not an allocation).
+    pub fn gpu(
+        stack: StackId,
+        kind: MemoryKind,
+        api: Api,
+        device: Option<DeviceOrdinal>,
+        during_capture: bool,
+    ) -> Option<Self> {
+        let space = api.space().filter(|s| *s != GpuSpace::Pool)?;
+        Some(SiteKey {
+            stack,
+            kind,
+            device,
+            space: Some(space),
+            owned: matches!(space, GpuSpace::Pointer | GpuSpace::Handle) && api.owns(),
+            during_capture,
+            api: Some(api),
+        })
+    }
+
+    /// Whether the site is GPU memory (or GPU address space).
+    pub fn is_gpu(&self) -> bool {
+        self.space.is_some()
+    }
+}
+
+impl PartialOrd for SiteKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SiteKey {
+    /// By stack, kind, device, space, ownership, capture mark, then api in declaration
+    /// order (`Api` itself has no order).
+    fn cmp(&self, other: &Self) -> Ordering {
+        let fields = |k: &Self| {
+            (
+                k.stack,
+                k.kind,
+                k.device,
+                k.space,
+                k.owned,
+                k.during_capture,
+            )
+        };
+        fields(self)
+            .cmp(&fields(other))
+            .then_with(|| self.api.map(|a| a as u16).cmp(&other.api.map(|a| a as u16)))
+    }
 }
 
 /// Statistics of one site. Byte counts are the sizes the program asked for.
@@ -131,6 +225,9 @@ pub struct Anomalies {
     /// address proves it happened (an event dropped, or a path the shim does not see);
     /// set when the stream is finished.
     pub implied_frees: u64,
+    /// GPU records whose api does not fit them (a host or pool api on a GPU allocation, a
+    /// freeing api on one, a pool api on a free): ignored.
+    pub malformed_gpu_records: u64,
     /// The shim was built from another protocol source than this collector.
     pub fingerprint_mismatch: bool,
 }
@@ -161,6 +258,9 @@ pub struct ProcessState {
     /// Things a reader of the report should know about this process (one sentence each),
     /// e.g. that a fork child could not inherit its parent's allocations.
     pub notes: Vec<String>,
+    /// What the process did with GPUs beyond its sites (pools, captures); `None` while it
+    /// has sent no GPU record. A fork child starts without (CUDA does not survive fork).
+    pub gpu: Option<GpuState>,
 }
 
 impl ProcessState {
@@ -179,6 +279,7 @@ impl ProcessState {
             unloaded_modules: Vec::new(),
             anomalies: Anomalies::default(),
             notes: Vec::new(),
+            gpu: None,
         }
     }
 }

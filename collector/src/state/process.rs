@@ -1,20 +1,26 @@
 //! Applying one record to one process: modules, stacks, the live tables (through which the
-//! site statistics change), drop counts and the end of the stream. `Hello` and routing are
+//! site statistics change), drop counts and the end of the stream. GPU records (and frees
+//! whose api names a GPU space) go to the GPU tables, `gpu.rs`. `Hello` and routing are
 //! `route.rs`'s; a `Fork` record is handed back as a snapshot for it.
 
 use crate::state::fork::Snapshot;
-use crate::state::live::{Block, BlockKey, Horizon, LiveTable, Tally};
+use crate::state::gpu::{Applied, GpuLive};
+use crate::state::live::{AddrSpace, Block, BlockKey, Horizon, LiveTable, Tally};
 use crate::state::mapped::MappedTable;
 use crate::state::sites::SiteBook;
-use crate::state::{ProcessState, StateOptions, StreamEnd};
+use crate::state::{ProcessState, SiteKey, StateOptions, StreamEnd};
 use leakscope_protocol::{MemoryKind, ModuleId, Record, StackId, Timestamp};
 use std::collections::hash_map::Entry;
 
 /// The private side of a [`ProcessState`]: its live tables and what routing needs.
 #[derive(Debug, Default)]
 pub(crate) struct ProcLive {
+    /// Host memory (every kind but mapped).
     pub blocks: LiveTable,
+    /// Host mappings.
     pub maps: MappedTable,
+    /// GPU memory and address spaces (never inherited at fork).
+    pub gpu: GpuLive,
     /// Stack and module ids in order of definition (fork snapshots take a prefix).
     pub stack_order: Vec<StackId>,
     pub module_order: Vec<ModuleId>,
@@ -55,7 +61,7 @@ impl ProcLive {
                 let block = Block {
                     ts: a.ts.0,
                     size: a.size,
-                    stack: a.stack,
+                    site: SiteKey::host(a.stack, a.kind),
                 };
                 if a.kind == MemoryKind::Mapped {
                     if !self
@@ -66,8 +72,8 @@ impl ProcLive {
                     }
                 } else {
                     let key = BlockKey {
+                        space: AddrSpace::Host(a.kind),
                         addr: a.addr.0,
-                        kind: a.kind,
                     };
                     self.blocks.alloc(key, block, horizon, &mut book);
                 }
@@ -75,7 +81,14 @@ impl ProcLive {
             Record::Free(f) => {
                 let horizon = Self::horizon(p, opts);
                 let mut book = SiteBook::new(&mut p.sites, opts);
-                if f.kind == MemoryKind::Mapped {
+                if let Some(space) = f.api.space() {
+                    p.gpu.get_or_insert_default();
+                    let applied = self.gpu.free(&f, space, horizon, &mut book, &mut tally);
+                    if applied == Applied::EmptyRange {
+                        tally.unknown_frees += 1;
+                    }
+                    Self::note(p, applied);
+                } else if f.kind == MemoryKind::Mapped {
                     if !self
                         .maps
                         .unmap(f.addr.0, f.len, f.ts.0, horizon, &mut book, &mut tally)
@@ -85,11 +98,23 @@ impl ProcLive {
                     }
                 } else {
                     let key = BlockKey {
+                        space: AddrSpace::Host(f.kind),
                         addr: f.addr.0,
-                        kind: f.kind,
                     };
                     self.blocks.free(key, f.ts.0, horizon, &mut book);
                 }
+            }
+            Record::GpuAlloc(a) => {
+                let horizon = Self::horizon(p, opts);
+                p.gpu.get_or_insert_default();
+                let mut book = SiteBook::new(&mut p.sites, opts);
+                let applied = self.gpu.alloc(&a, horizon, &mut book, &mut tally);
+                Self::note(p, applied);
+            }
+            Record::Pool(e) => p.gpu.get_or_insert_default().pool_event(&e),
+            Record::Capture(c) => {
+                let horizon = Self::horizon(p, opts);
+                self.gpu.capture(&c, p.gpu.get_or_insert_default(), horizon);
             }
             Record::Stack(s) => match p.stacks.entry(s.id) {
                 Entry::Vacant(v) => {
@@ -130,6 +155,15 @@ impl ProcLive {
         forked
     }
 
+    /// Counts a GPU record that changed nothing.
+    fn note(p: &mut ProcessState, applied: Applied) {
+        match applied {
+            Applied::Done => {}
+            Applied::EmptyRange => p.anomalies.empty_ranges += 1,
+            Applied::Malformed => p.anomalies.malformed_gpu_records += 1,
+        }
+    }
+
     /// Adds what settling counted to the process.
     fn add(p: &mut ProcessState, tally: Tally) {
         p.unknown_frees = p.unknown_frees.saturating_add(tally.unknown_frees);
@@ -152,6 +186,7 @@ impl ProcLive {
         tally.unknown_frees += blocks.unknown_frees;
         tally.implied_frees += blocks.implied_frees;
         self.maps.sweep(Horizon::END, &mut book, &mut tally);
+        self.gpu.finalize(&mut book, &mut tally);
         Self::add(p, tally);
         p.anomalies.undefined_stacks = p
             .sites
@@ -160,7 +195,7 @@ impl ProcLive {
             .count() as u64;
     }
 
-    /// Outstanding bytes of the live tables, per kind (for consistency checks).
+    /// Outstanding bytes of the live tables, host and GPU (for consistency checks).
     #[cfg(test)]
     pub fn outstanding_bytes(&self) -> u64 {
         let mut total = 0u64;
@@ -168,7 +203,7 @@ impl ProcLive {
             .for_each_outstanding(|_, b| total = total.saturating_add(b.size));
         self.maps
             .for_each_outstanding(|s, p| total = total.saturating_add(p.end - s));
-        total
+        total.saturating_add(self.gpu.outstanding_bytes())
     }
 }
 

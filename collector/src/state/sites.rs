@@ -82,6 +82,31 @@ impl SiteBook<'_> {
         s.outstanding_count = s.outstanding_count.saturating_add(1);
     }
 
+    /// Undoes [`SiteBook::count`] (a handle's history replayed after a late event).
+    pub fn uncount(&mut self, key: SiteKey, size: u64) {
+        let s = self.site(key);
+        s.allocations = s.allocations.saturating_sub(1);
+        s.allocated_bytes = s.allocated_bytes.saturating_sub(size);
+    }
+
+    /// Undoes [`SiteBook::hold`] (the peak stays: it was reached).
+    pub fn unhold(&mut self, key: SiteKey, size: u64) {
+        let s = self.site(key);
+        s.outstanding_bytes = s.outstanding_bytes.saturating_sub(size);
+        s.outstanding_count = s.outstanding_count.saturating_sub(1);
+    }
+
+    /// Undoes [`SiteBook::release`] with the same arguments.
+    pub fn unrelease(&mut self, key: SiteKey, size: u64, held_ns: Option<u64>) {
+        let temporary = self.is_temporary(held_ns);
+        let s = self.site(key);
+        s.outstanding_bytes = s.outstanding_bytes.saturating_add(size);
+        s.outstanding_count = s.outstanding_count.saturating_add(1);
+        if temporary {
+            s.temporary = s.temporary.saturating_sub(1);
+        }
+    }
+
     fn is_temporary(&self, held_ns: Option<u64>) -> bool {
         held_ns.is_some_and(|ns| ns <= self.temporary_ns)
     }

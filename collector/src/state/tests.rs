@@ -78,10 +78,7 @@ fn munmap(ts: u64, addr: u64, len: u64) -> Record {
 
 fn site(p: &ProcessState, stack: u32, kind: MemoryKind) -> SiteStats {
     p.sites
-        .get(&SiteKey {
-            stack: StackId(stack),
-            kind,
-        })
+        .get(&SiteKey::host(StackId(stack), kind))
         .copied()
         .unwrap_or_default()
 }

@@ -21,9 +21,12 @@ use std::ptr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 enum Phase {
-    /// No event yet.
-    Detached,
+    /// No event yet. Zero: a new thread's TLS block starts so (see `crate::tls`); no code
+    /// path makes it.
+    #[allow(dead_code)]
+    Detached = 0,
     /// Owns a context.
     Attached,
     /// Its context is gone (the thread is exiting) or could not be made: events go to the
@@ -31,7 +34,9 @@ enum Phase {
     Orphan,
 }
 
-/// The calling thread's recording state.
+/// The calling thread's recording state, in the shim's initial-exec TLS block
+/// (`crate::tls`): all-zero bytes are its initial value.
+#[repr(C)]
 pub struct ThreadState {
     /// Set while the thread is inside a hook (or inside the shim's own work).
     pub busy: Cell<bool>,
@@ -49,17 +54,6 @@ pub struct ThreadCtx {
     pub cache: StackCache,
     pub scratch: Box<[u64]>,
     pub unwinder: Option<Box<ThreadUnwinder>>,
-}
-
-thread_local! {
-    static STATE: ThreadState = const {
-        ThreadState {
-            busy: Cell::new(false),
-            phase: Cell::new(Phase::Detached),
-            tid: Cell::new(0),
-            ctx: Cell::new(ptr::null_mut()),
-        }
-    };
 }
 
 /// `NO_KEY`, or the pthread key whose destructor hands a thread's context back.
@@ -95,7 +89,8 @@ fn arm_exit_hook() -> bool {
 /// `thread_local` destructors (whose events are still the thread's own) and before the
 /// destructors of keys created later (the program's: their events go to the orphan slot).
 extern "C" fn on_thread_exit(_: *mut c_void) {
-    let _ = STATE.try_with(|t| {
+    {
+        let t = &crate::tls::block().state;
         let was_busy = t.busy.replace(true);
         t.phase.set(Phase::Orphan);
         let ctx = t.ctx.replace(ptr::null_mut());
@@ -106,19 +101,13 @@ extern "C" fn on_thread_exit(_: *mut c_void) {
             ctx.slot.release();
         }
         t.busy.set(was_busy);
-    });
+    }
 }
 
 /// The calling thread's state.
 #[inline(always)]
 pub fn current() -> Option<&'static ThreadState> {
-    STATE
-        .try_with(|t| {
-            // SAFETY: `STATE` has no destructor, so its storage stays valid until the thread
-            // ends; `ThreadState` is !Sync, so the reference cannot leave this thread.
-            unsafe { &*ptr::from_ref(t) }
-        })
-        .ok()
+    Some(&crate::tls::block().state)
 }
 
 impl ThreadState {
@@ -194,7 +183,8 @@ fn make_ctx(slot: &'static Slot, max_frames: usize) -> Option<Box<ThreadCtx>> {
 /// In a fork child, on the forking thread (the only one): move its context to the new
 /// session `s` with an empty stack cache, and forget the cached tid.
 pub fn after_fork_child(s: &'static Session) {
-    let _ = STATE.try_with(|t| {
+    let t = &crate::tls::block().state;
+    {
         t.tid.set(0);
         let p = t.ctx.get();
         if p.is_null() {
@@ -215,7 +205,7 @@ pub fn after_fork_child(s: &'static Session) {
                 drop(unsafe { Box::from_raw(p) });
             }
         }
-    });
+    }
 }
 
 /// `errno`, saved around the shim's cold paths so hooks leave it as the real call set it.
@@ -233,5 +223,25 @@ pub mod errno {
 
 /// Marks the calling thread as the shim's own (the sender): it never records.
 pub fn mark_shim_thread() {
-    let _ = STATE.try_with(|t| t.busy.set(true));
+    crate::tls::block().state.busy.set(true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_threads_state_is_the_initial_one() {
+        // Every field's initial value is the all-zero bit pattern a new TLS block has.
+        assert_eq!(Phase::Detached as u8, 0);
+        std::thread::spawn(|| {
+            let t = &crate::tls::block().state;
+            assert!(!t.busy.get());
+            assert_eq!(t.phase.get(), Phase::Detached);
+            assert_eq!(t.tid.get(), 0);
+            assert!(t.ctx.get().is_null());
+        })
+        .join()
+        .unwrap();
+    }
 }

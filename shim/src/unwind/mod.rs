@@ -34,14 +34,7 @@ mod walk;
 mod tests;
 
 use leakscope_protocol::{ModuleId, ModuleUnload, Record};
-use std::cell::Cell;
 use std::ffi::c_void;
-
-thread_local! {
-    /// The calling thread's stack as `(start, end)`; `(0, 0)` while unknown. Const, without
-    /// a destructor: reading it never allocates nor registers anything.
-    static STACK: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
-}
 
 /// Learns the calling thread's stack bounds (`pthread_getattr_np`, which allocates and,
 /// on the main thread, reads `/proc/self/maps`) and keeps them for its unwinder. Call with
@@ -53,7 +46,8 @@ pub fn learn_thread_stack() -> bool {
         let Some(stack) = walk::thread_stack() else {
             return false;
         };
-        STACK.try_with(|s| s.set((stack.start, stack.end))).is_ok()
+        crate::tls::block().stack.set((stack.start, stack.end));
+        true
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -64,7 +58,7 @@ pub fn learn_thread_stack() -> bool {
 /// The calling thread's stack bounds, if [`learn_thread_stack`] found them.
 #[cfg(target_arch = "x86_64")]
 fn known_stack() -> Option<std::ops::Range<u64>> {
-    let (start, end) = STACK.try_with(Cell::get).ok()?;
+    let (start, end) = crate::tls::block().stack.get();
     (start < end).then_some(start..end)
 }
 
