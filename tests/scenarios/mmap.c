@@ -1,6 +1,7 @@
 /* Scenario 4: anonymous mappings. Kept: a private mapping, a shared anonymous mapping, a
  * mapping with a hole unmapped from its middle, one grown (and moved) by mremap, one
- * shrunk by mremap. Not reported: a file-backed mapping (kept too). Churn maps and
+ * shrunk by mremap, one partly replaced by a PROT_NONE reservation. Not reported: a
+ * file-backed mapping and a PROT_NONE reservation (both kept too). Churn maps and
  * unmaps. Prints the page size for the test to compute the expected bytes. */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -72,6 +73,22 @@ NOIPA void map_file(const char *path) {
     close(fd);
 }
 
+/* 16 pages of address space reserved with PROT_NONE: no memory, not reported. */
+NOIPA void map_reserve(void) {
+    keep[6] = mmap(NULL, 16 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (keep[6] == MAP_FAILED)
+        _exit(16);
+}
+
+/* 8 pages, then pages 2-5 are replaced by a PROT_NONE reservation (MAP_FIXED): the
+ * memory there is gone, 4 pages stay. */
+NOIPA void map_decommit(void) {
+    char *p = anon(8 * page, MAP_PRIVATE);
+    if (mmap(p + 2 * page, 4 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED)
+        _exit(17);
+    keep[7] = p;
+}
+
 /* Maps and unmaps: nothing stays. Includes a mapping unmapped in two halves. */
 NOIPA void map_churn(void) {
     for (int i = 0; i < 100; i++) {
@@ -94,6 +111,8 @@ int main(int argc, char **argv) {
     map_grow();
     map_shrink();
     map_file(argv[0]);
+    map_reserve();
+    map_decommit();
     char line[64];
     int n = snprintf(line, sizeof line, "page %zu\n", page);
     if (write(1, line, (size_t)n) < 0)

@@ -11,6 +11,7 @@
 //! - [`process`]: origin, stream status and notes of a process.
 //! - [`model`]: the report model, leakscope's JSON contract.
 
+pub mod build_id;
 pub mod frames;
 pub mod gpu;
 pub mod gpu_pool;

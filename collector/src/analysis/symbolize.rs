@@ -20,7 +20,7 @@ pub enum SymbolizeError {
     Unreadable {
         path: String,
         #[source]
-        source: blazesym::Error,
+        source: super::build_id::BuildIdError,
     },
     #[error("{path} has changed since the run: build id {found}, the run's was {expected}")]
     BuildIdMismatch {
@@ -278,7 +278,7 @@ fn check_build_id(key: &FileKey) -> Result<(), SymbolizeError> {
     if key.build_id.is_empty() {
         return Ok(());
     }
-    let found = blazesym::helper::read_elf_build_id(Path::new(&key.path)).map_err(|source| {
+    let found = super::build_id::read(Path::new(&key.path)).map_err(|source| {
         SymbolizeError::Unreadable {
             path: key.path.clone(),
             source,

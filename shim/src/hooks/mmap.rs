@@ -1,12 +1,15 @@
 //! Hooks of anonymous memory mappings (`MemoryKind::Mapped`). File-backed mappings are not
-//! recorded. `munmap` and `mremap` record once the call succeeded (a failed call changes
-//! nothing), with the `Free` timestamp taken before the call, as for `realloc`.
+//! recorded, nor are `PROT_NONE` mappings: they reserve address space, not memory (the CUDA
+//! driver reserves gigabytes so). A `PROT_NONE` mapping placed with `MAP_FIXED` over
+//! recorded memory releases it, and is recorded as that release. `munmap` and `mremap`
+//! record once the call succeeded (a failed call changes nothing), with the `Free`
+//! timestamp taken before the call, as for `realloc`.
 
 use super::set_errno;
 use crate::real::Real;
 use crate::record::{clock, Guard};
 use leakscope_protocol::{Api, MemoryKind};
-use libc::{c_int, c_void, off_t, size_t, MAP_ANONYMOUS, MAP_FAILED};
+use libc::{c_int, c_void, off_t, size_t, MAP_ANONYMOUS, MAP_FAILED, MAP_FIXED, PROT_NONE};
 
 type MmapFn = unsafe extern "C" fn(*mut c_void, size_t, c_int, c_int, c_int, off_t) -> *mut c_void;
 type MunmapFn = unsafe extern "C" fn(*mut c_void, size_t) -> c_int;
@@ -39,11 +42,14 @@ pub unsafe fn mmap(
     } else {
         None
     };
+    let before = clock::now_before_release();
     // SAFETY: forwarding.
     let p = unsafe { f(addr, len, prot, flags, fd, off) };
-    if let Some(g) = g {
-        if p != MAP_FAILED {
+    if let Some(g) = g.filter(|_| p != MAP_FAILED) {
+        if prot != PROT_NONE {
             g.alloc(p as u64, len as u64, MAPPED, api, clock::now());
+        } else if flags & MAP_FIXED != 0 {
+            g.free(p as u64, len as u64, MAPPED, api, before);
         }
     }
     p

@@ -170,7 +170,8 @@ pub unsafe fn unmap(
     unsafe { f(ptr, size) }
 }
 
-/// `cuMemAddressReserve`: a range of virtual addresses, no memory.
+/// `cuMemAddressReserve`: a range of virtual addresses, no memory, on the current
+/// context's device.
 ///
 /// # Safety
 /// The CUDA function's contract.
@@ -191,7 +192,9 @@ pub unsafe fn reserve(
     // SAFETY: the call succeeded, so it wrote `out`.
     let base = if rc == 0 { unsafe { written(out) } } else { 0 };
     if base != 0 {
-        g.gpu_alloc(base, size as u64, DEVICE, Api::CuMemAddressReserve, None);
+        // A reservation is made for the current context's device.
+        let device = query::current_device();
+        g.gpu_alloc(base, size as u64, DEVICE, Api::CuMemAddressReserve, device);
     }
     rc
 }
