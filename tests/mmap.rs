@@ -77,7 +77,8 @@ fn anonymous_mappings_are_tracked_exactly() {
     );
     // map_decommit maps through the static helper too: match on any frame.
     assert_eq!(
-        p.outstanding_where(|s| s.memory == "mapped" && s.mentions("map_decommit")).0,
+        p.outstanding_where(|s| s.memory == "mapped" && s.mentions("map_decommit"))
+            .0,
         4 * page,
         "{}",
         p.describe()

@@ -369,7 +369,7 @@ def run_scenario(chk, cuda, built, sc):
     report = None
     if os.path.isdir(rec):
         full = os.path.join(chk.work, "report-%s.json" % name)
-        rmeta = run_cmd(chk, [chk.leakscope, "report", rec, "--format", "json"], LIMIT_REPORT, full,
+        rmeta = run_cmd(chk, [chk.leakscope, "report", rec, "--format", "json", "--top", str(chk.args.report_top)], LIMIT_REPORT, full,
                         p("report", "err"), env, chk.work)
         chk.log("%s: leakscope report rc=%s in %.1fs, %d bytes" % (
             name, rmeta["rc"], rmeta["wall_s"], os.path.getsize(full) if os.path.exists(full) else 0))
@@ -489,6 +489,9 @@ def main(argv):
     ap.add_argument("--leakscope", default=os.environ.get("LEAKSCOPE_BIN", ".gpu/leakscope"),
                     help="the leakscope binary (its shim next to it); default $LEAKSCOPE_BIN or .gpu/leakscope")
     ap.add_argument("--python", default=None, help="the Python with torch (default: this one)")
+    ap.add_argument("--report-top", type=int, default=3000,
+                    help="--top of the `leakscope report` the checks read (GPU sites rank high; "
+                         "the gpu section and totals are computed before the limit)")
     ap.add_argument("--jobs", type=int, default=int(os.environ.get("GPUCHECK_JOBS", "3")),
                     help="scenarios run at once (default 3; each scenario's runs are sequential)")
     ap.add_argument("--deadline-s", type=float, default=float(os.environ.get("GPUCHECK_DEADLINE_S", "400")),

@@ -194,11 +194,11 @@ mod tests {
 
     fn frame(function: Option<&str>, module: &str) -> Frame {
         Frame {
-            function: function.map(str::to_owned),
+            function: function.map(Into::into),
             file: None,
             line: None,
-            module: Some(module.to_owned()),
-            address: "0x10".to_owned(),
+            module: Some(module.into()),
+            address: "0x10".into(),
             inlined: false,
         }
     }
@@ -281,8 +281,8 @@ mod tests {
             frame(Some("app::remember_session"), "app"),
             frame(Some("std::rt::lang_start_internal"), "app"),
         ];
-        frames[1].file = Some("/rustc/0123abcd/library/alloc/src/vec/mod.rs".to_owned());
-        frames[3].file = Some("/rustc/0123abcd/library/std/src/rt.rs".to_owned());
+        frames[1].file = Some("/rustc/0123abcd/library/alloc/src/vec/mod.rs".into());
+        frames[3].file = Some("/rustc/0123abcd/library/std/src/rt.rs".into());
         let stripped = strip_allocator_frames(frames);
         assert_eq!(
             names(&stripped),

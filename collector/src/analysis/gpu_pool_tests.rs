@@ -304,11 +304,11 @@ fn symbols_come_before_modules_and_inner_before_outer() {
 #[test]
 fn frames_from_symbolized_report_frames() {
     let frame = Frame {
-        function: Some("c10::cuda::CUDACachingAllocator::raw_alloc".to_owned()),
+        function: Some("c10::cuda::CUDACachingAllocator::raw_alloc".into()),
         file: None,
         line: None,
-        module: Some("libc10_cuda.so".to_owned()),
-        address: "0x10".to_owned(),
+        module: Some("libc10_cuda.so".into()),
+        address: "0x10".into(),
         inlined: false,
     };
     let frames = [PoolFrame::from(&frame)];

@@ -7,6 +7,7 @@
 use leakscope_protocol::{GpuSpace, MemoryKind};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Version of the JSON layout this build writes.
 pub const FORMAT_VERSION: u32 = 2;
@@ -269,18 +270,21 @@ impl Site {
 
 /// One frame of a call stack. An address inside inlined code gives several frames, the
 /// innermost inlined function first, each but the last with `inlined: true`.
+///
+/// The texts are shared (`Arc<str>`): one address's frames appear in every site whose stack
+/// passes through it, and a PyTorch process has a hundred thousand such sites.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Frame {
     /// Demangled function name; `None` when it could not be found.
-    pub function: Option<String>,
+    pub function: Option<Arc<str>>,
     /// Source file, when debug information names it.
-    pub file: Option<String>,
+    pub file: Option<Arc<str>>,
     pub line: Option<u32>,
     /// File name of the module the address lies in; `None` when it lies in no known module.
-    pub module: Option<String>,
+    pub module: Option<Arc<str>>,
     /// Hex: the offset into the module's file when `module` is known (stable across runs
     /// despite address randomization), otherwise the runtime address.
-    pub address: String,
+    pub address: Arc<str>,
     /// Whether this function was inlined into the next frame.
     pub inlined: bool,
 }

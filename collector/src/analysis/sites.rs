@@ -4,10 +4,10 @@
 //! pools are `gpu_pool.rs`'s.
 
 use crate::analysis::model::{Counts, Frame, Memory, Site, Space, Totals};
+use crate::state::FxHashMap;
 use crate::state::SiteStats;
 use leakscope_protocol::{DeviceOrdinal, MemoryKind};
 use std::cmp::Reverse;
-use std::collections::HashMap;
 
 /// The allocator pool a host allocation of `kind` came from (GPU sites get theirs from
 /// [`crate::analysis::gpu_pool`]; the GPU names here are fallbacks).
@@ -56,7 +56,7 @@ impl<'f> From<&'f Frame> for FrameIdentity<'f> {
             file: f.file.as_deref(),
             line: f.line,
             module: f.module.as_deref(),
-            address: f.line.is_none().then_some(f.address.as_str()),
+            address: f.line.is_none().then_some(&*f.address),
             inlined: f.inlined,
         }
     }
@@ -79,7 +79,7 @@ type SiteIdentity<'f> = (SiteClass, Vec<FrameIdentity<'f>>);
 /// and so are peaks (an upper bound of the merged site's real peak). The merged site shows
 /// the frames (and so the addresses) of its first part in input order.
 pub fn merge_sites(parts: &[SymbolizedSite]) -> Vec<Site> {
-    let mut index: HashMap<SiteIdentity<'_>, usize> = HashMap::new();
+    let mut index: FxHashMap<SiteIdentity<'_>, usize> = FxHashMap::default();
     let mut merged: Vec<Site> = Vec::new();
     for part in parts {
         let class = (
@@ -175,11 +175,11 @@ mod tests {
 
     fn frame(function: &str, line: Option<u32>, address: &str) -> Frame {
         Frame {
-            function: Some(function.to_owned()),
-            file: line.map(|_| "main.c".to_owned()),
+            function: Some(function.into()),
+            file: line.map(|_| "main.c".into()),
             line,
-            module: Some("app".to_owned()),
-            address: address.to_owned(),
+            module: Some("app".into()),
+            address: address.into(),
             inlined: false,
         }
     }
@@ -250,7 +250,7 @@ mod tests {
         assert_eq!(host.allocated_bytes, 50);
         assert_eq!(host.peak_bytes, 170);
         assert_eq!(host.temporary, 2);
-        assert_eq!(host.frames[0].address, "0x10", "first part's frames");
+        assert_eq!(&*host.frames[0].address, "0x10", "first part's frames");
     }
 
     #[test]

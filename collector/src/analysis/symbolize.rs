@@ -11,6 +11,7 @@ use blazesym::symbolize::{CodeInfo, Input, Symbolized};
 use leakscope_protocol::{FileOffset, ModuleId, ModuleMap, RuntimeAddr};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use thiserror::Error;
 
 /// Why a module's file could not be used for symbolization.
@@ -49,8 +50,8 @@ struct FileKey {
 /// address (those are added per use).
 #[derive(Clone, Debug, Default)]
 struct SourceFrame {
-    function: Option<String>,
-    file: Option<String>,
+    function: Option<Arc<str>>,
+    file: Option<Arc<str>>,
     line: Option<u32>,
     inlined: bool,
 }
@@ -235,12 +236,12 @@ impl Symbolizer {
                 file: None,
                 line: None,
                 module: None,
-                address: format!("{:#x}", addr.0),
+                address: format!("{:#x}", addr.0).into(),
                 inlined: false,
             }];
         };
-        let module = module_file_name(&loc.module.path).to_owned();
-        let address = format!("{:#x}", loc.offset.0);
+        let module: Arc<str> = module_file_name(&loc.module.path).into();
+        let address: Arc<str> = format!("{:#x}", loc.offset.0).into();
         let found = self
             .files
             .get(&file_key(loc.module))
@@ -306,8 +307,8 @@ fn source_frames(result: &Symbolized<'_>) -> Vec<SourceFrame> {
     };
     let (file, line) = code_location(sym.code_info.as_deref());
     let outer = SourceFrame {
-        function: Some(sym.name.to_string()).filter(|n| !n.is_empty()),
-        file,
+        function: (!sym.name.is_empty()).then(|| Arc::from(&*sym.name)),
+        file: file.map(Arc::from),
         line,
         inlined: false,
     };
@@ -317,8 +318,8 @@ fn source_frames(result: &Symbolized<'_>) -> Vec<SourceFrame> {
         .map(|f| {
             let (file, line) = code_location(f.code_info.as_ref());
             SourceFrame {
-                function: Some(f.name.to_string()).filter(|n| !n.is_empty()),
-                file,
+                function: (!f.name.is_empty()).then(|| Arc::from(&*f.name)),
+                file: file.map(Arc::from),
                 line,
                 inlined: true,
             }

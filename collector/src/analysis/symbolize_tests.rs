@@ -79,7 +79,7 @@ fn symbolizes_function_file_line_and_inlined_frames() {
     assert_eq!(plain[0].module.as_deref(), Some("prog"));
     assert!(!plain[0].inlined);
     let offset = index.locate(t.record_0).unwrap().offset;
-    assert_eq!(plain[0].address, format!("{:#x}", offset.0));
+    assert_eq!(&*plain[0].address, format!("{:#x}", offset.0));
 
     let inlined = &result[&t.record_1];
     assert_eq!(inlined.len(), 2, "{inlined:?}");
@@ -156,8 +156,8 @@ fn missing_changed_and_unmapped_give_unknown_frames() {
             function: None,
             file: None,
             line: None,
-            module: Some("libgone.so".to_owned()),
-            address: "0x2040".to_owned(),
+            module: Some("libgone.so".into()),
+            address: "0x2040".into(),
             inlined: false,
         }]
     );
@@ -168,7 +168,7 @@ fn missing_changed_and_unmapped_give_unknown_frames() {
             file: None,
             line: None,
             module: None,
-            address: "0x42".to_owned(),
+            address: "0x42".into(),
             inlined: false,
         }]
     );
@@ -206,5 +206,5 @@ fn stripped_binary_keeps_module_and_offset() {
     assert_eq!(frames[0].line, None);
     assert_eq!(frames[0].module.as_deref(), Some("prog"));
     let offset = index.locate(t.record_0).unwrap().offset;
-    assert_eq!(frames[0].address, format!("{:#x}", offset.0));
+    assert_eq!(&*frames[0].address, format!("{:#x}", offset.0));
 }

@@ -156,11 +156,11 @@ fn analyze_merges_ranks_and_describes_processes() {
     );
     assert_eq!(mapped.frames.len(), 1);
     assert_eq!(mapped.frames[0].module, None);
-    assert_eq!(mapped.frames[0].address, "0x42");
+    assert_eq!(&*mapped.frames[0].address, "0x42");
 
     let merged = &p.sites[2];
     assert_eq!(merged.peak_bytes, 101 + 51, "peaks of merged parts add up");
-    let addresses: Vec<_> = merged.frames.iter().map(|f| f.address.as_str()).collect();
+    let addresses: Vec<_> = merged.frames.iter().map(|f| &*f.address).collect();
     assert_eq!(addresses, vec!["0x1100", "0x1200"], "shim frame stripped");
     assert!(merged
         .frames

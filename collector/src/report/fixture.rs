@@ -15,11 +15,11 @@ fn frame(
     inlined: bool,
 ) -> Frame {
     Frame {
-        function: function.map(str::to_owned),
-        file: file.map(str::to_owned),
+        function: function.map(Into::into),
+        file: file.map(Into::into),
         line,
-        module: module.map(str::to_owned),
-        address: address.to_owned(),
+        module: module.map(Into::into),
+        address: address.into(),
         inlined,
     }
 }

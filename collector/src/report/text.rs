@@ -279,7 +279,7 @@ fn frames_through_main(frames: &[Frame]) -> usize {
 /// `function  file:line  (module)`, with what is unknown left out.
 fn frame_line(f: &Frame) -> String {
     let mut line = match &f.function {
-        Some(function) => function.clone(),
+        Some(function) => function.to_string(),
         None => format!("[unknown] {}", f.address),
     };
     match (&f.file, f.line) {
@@ -306,11 +306,11 @@ mod tests {
         names
             .iter()
             .map(|n| Frame {
-                function: Some((*n).to_owned()),
+                function: Some((*n).into()),
                 file: None,
                 line: None,
                 module: None,
-                address: "0x1".to_owned(),
+                address: "0x1".into(),
                 inlined: false,
             })
             .collect()
