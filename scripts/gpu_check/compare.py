@@ -177,6 +177,11 @@ def slim_report(report, host_sites=10):
     return out
 
 
+def _count(text):
+    """A number as compute-sanitizer prints it (2025.3 groups thousands: "3,145,728")."""
+    return int(text.replace(",", ""))
+
+
 def parse_sanitizer(text):
     """compute-sanitizer --leak-check full output -> dict.
 
@@ -188,9 +193,9 @@ def parse_sanitizer(text):
     current = None
     for raw in text.splitlines():
         line = raw.strip().lstrip("=").strip()
-        m = re.search(r"LEAK SUMMARY:\s*(\d+)\s+bytes leaked in\s+(\d+)\s+allocation", line)
+        m = re.search(r"LEAK SUMMARY:\s*([\d,]+)\s+bytes leaked in\s+([\d,]+)\s+allocation", line)
         if m:
-            res["summary_bytes"], res["summary_count"] = int(m.group(1)), int(m.group(2))
+            res["summary_bytes"], res["summary_count"] = _count(m.group(1)), _count(m.group(2))
             current = None
             continue
         m = re.search(r"ERROR SUMMARY:\s*(\d+)\s+error", line)
@@ -198,9 +203,9 @@ def parse_sanitizer(text):
             res["errors"] = int(m.group(1))
             current = None
             continue
-        m = re.search(r"Leaked\s+(\d+)\s+bytes at\s+(0x[0-9a-fA-F]+)", line)
+        m = re.search(r"Leaked\s+([\d,]+)\s+bytes at\s+(0x[0-9a-fA-F]+)", line)
         if m:
-            current = {"bytes": int(m.group(1)), "addr": m.group(2), "function": None}
+            current = {"bytes": _count(m.group(1)), "addr": m.group(2), "function": None}
             res["leaks"].append(current)
             continue
         if current is not None and current["function"] is None and "Frame" in line:
@@ -843,7 +848,7 @@ def _write_fake(root, name, figures, report, stdout_extra="reserved 1\n", saniti
 
 SANITIZER_SAMPLE = """========= COMPUTE-SANITIZER
 planted: done
-========= Leaked 3145728 bytes at 0x7f4c2e000000
+========= Leaked 3,145,728 bytes at 0x7f4c2e000000
 =========     Saved host backtrace up to driver entry point at cudaMalloc time
 =========         Host Frame: [0x2e4e6f] in libcuda.so.1
 =========         Host Frame:cudaMalloc [0x51ab3] in libcudart.so.13
