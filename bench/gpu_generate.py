@@ -18,6 +18,8 @@ Two modes:
                    a round, so 3 rounds stay well under 5 minutes on an H100)
         both       every round runs bare, leakscope (text), leakscope (json)
         text|json  every leakscope run uses that format
+        gpu        every leakscope run records CUDA memory only (`run --track gpu`)
+        text-gpu   every round runs bare, leakscope (text), leakscope --track gpu
       Prints markdown tables: tokens/s per round, medians, the ratio leakscope/bare, and wall
       seconds per process (which include leakscope's end-of-run report). --budget-s stops
       starting rounds when the next one would not fit.
@@ -132,6 +134,8 @@ def compare(args):
     base = worker_argv(args)
     if args.shim_formats == "both":
         plan = lambda r: ["text", "json"]  # noqa: E731
+    elif args.shim_formats == "text-gpu":
+        plan = lambda r: ["text", "gpu"]  # noqa: E731
     elif args.shim_formats == "alternate":
         plan = lambda r: ["text" if r % 2 == 0 else "json"]  # noqa: E731
     else:
@@ -154,7 +158,7 @@ def compare(args):
                 if variant == "bare":
                     argv = base
                 else:
-                    fmt = [] if variant == "text" else ["--format", "json"]
+                    fmt = {"text": [], "json": ["--format", "json"], "gpu": ["--track", "gpu"]}[variant]
                     argv = [leakscope, "run", "--out", os.path.join(scratch, "rec")] + fmt + ["--"] + base
                 tps, wall, problem = run_one(argv, scratch, args.limit_s)
             finally:
@@ -167,8 +171,9 @@ def compare(args):
         rounds.append(figures)
         last_round = time.perf_counter() - start
 
-    variants = ["bare"] + [v for v in ("text", "json") if any(v in f for f in rounds)]
-    label = {"bare": "bare", "text": "leakscope (text report)", "json": "leakscope (--format json)"}
+    variants = ["bare"] + [v for v in ("text", "json", "gpu") if any(v in f for f in rounds)]
+    label = {"bare": "bare", "text": "leakscope (text report)", "json": "leakscope (--format json)",
+             "gpu": "leakscope --track gpu"}
 
     def cell(v):
         return "%.1f" % v if v is not None else "n/a"
@@ -189,6 +194,10 @@ def compare(args):
     ratio = ["%.3f" % (medians[v] / medians["bare"]) if medians[v] and medians["bare"] else "n/a" for v in variants]
     lines.append("| ratio to bare (medians) | " + " | ".join(ratio) + " |")
     shim = [f[v][0] for f in rounds for v in ("text", "json") if v in f and f[v][0] is not None]
+    gpu_only = [f["gpu"][0] for f in rounds if "gpu" in f and f["gpu"][0] is not None]
+    if gpu_only and medians["bare"]:
+        lines += ["", "GPU-only runs (--track gpu): median %.1f tokens/s, ratio to bare %.3f." % (
+            statistics.median(gpu_only), statistics.median(gpu_only) / medians["bare"])]
     if shim and medians["bare"]:
         lines += ["", "All leakscope runs together: median %.1f tokens/s, ratio leakscope/bare %.3f." % (
             statistics.median(shim), statistics.median(shim) / medians["bare"])]
@@ -219,7 +228,7 @@ def main(argv):
     ap.add_argument("--compare", action="store_true", help="run the bare/leakscope comparison")
     ap.add_argument("--leakscope", default=os.environ.get("LEAKSCOPE_BIN", ".gpu/leakscope"))
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--shim-formats", default="alternate", choices=("alternate", "both", "text", "json"))
+    ap.add_argument("--shim-formats", default="alternate", choices=("alternate", "both", "text", "json", "gpu", "text-gpu"))
     ap.add_argument("--budget-s", type=float, default=290.0, help="no round starts that would end after this")
     ap.add_argument("--limit-s", type=int, default=240, help="time limit of one process")
     ap.add_argument("--out", default=None, help="also write the markdown tables to this file")

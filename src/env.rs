@@ -17,6 +17,11 @@ pub const MAX_FRAMES: &str = "LEAKSCOPE_MAX_FRAMES";
 /// cannot reach or loses the collector).
 pub const QUIET: &str = "LEAKSCOPE_QUIET";
 
+/// What the shim records: `all` (the default: host and GPU memory) or `gpu` (CUDA memory
+/// only; the C heap and `mmap` hooks pass straight through, so a host-heavy program runs at
+/// its own speed).
+pub const TRACK: &str = "LEAKSCOPE_TRACK";
+
 /// Default for [`MAX_FRAMES`].
 pub const DEFAULT_MAX_FRAMES: usize = 64;
 

@@ -903,3 +903,39 @@ fn stand_ins_plant_what_the_tests_expect() {
     let t = bare(&libs, &app, &[], Some(&libs.lib("libcountalloc.so")));
     assert_eq!(t.device(0, "device"), 650_000);
 }
+
+/// `leakscope run --track gpu`: the C heap and mmap hooks pass straight through (no host or
+/// mapped site at all), while every GPU byte is still seen: the report's device, pinned and
+/// managed totals equal the stand-in driver's own account.
+#[test]
+fn gpu_only_tracking_records_no_host_memory() {
+    let work = gpu_work("gpu-only");
+    let libs = CudaLibs::build(&work);
+    let prog = libs.program(&work, "rt_app.c", "rt_app", &["libcudart.so.13"]);
+    let run = run_gpu_with(&work, "rec", &libs, &prog, &[], None, &["--track", "gpu"]);
+    let process = run.report.one("rt_app", "exec");
+    process.assert_complete();
+    let host: Vec<_> = process
+        .sites
+        .iter()
+        .filter(|s| s.memory == "host" || s.memory == "mapped")
+        .map(|s| s.describe())
+        .collect();
+    assert!(host.is_empty(), "host sites in a GPU-only run:\n{host:#?}");
+    let sites = run.json["processes"][0]["sites"]
+        .as_array()
+        .expect("the report lists sites");
+    for kind in ["device", "pinned", "managed"] {
+        let ours: u64 = sites
+            .iter()
+            .filter(|s| s["memory"] == kind && s["owned"] == true)
+            .filter_map(|s| s["outstanding_bytes"].as_u64())
+            .sum();
+        assert_eq!(
+            Some(ours),
+            run.truth.totals.get(kind).copied(),
+            "{kind} bytes outstanding vs the driver's account\n{}",
+            process.describe()
+        );
+    }
+}

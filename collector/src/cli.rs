@@ -6,6 +6,7 @@ use crate::analysis::{analyze, AnalysisOptions};
 use crate::error::{RecordingError, RunError};
 use crate::ingest::replay;
 use crate::report::{render, Format};
+use crate::run::Track;
 use crate::run::{self, RunOptions};
 use crate::state::StateOptions;
 use clap::{Args, Parser, Subcommand};
@@ -62,6 +63,11 @@ pub struct RunArgs {
     /// running then are reported as open.
     #[arg(long, value_name = "SECONDS", default_value_t = 2.0, value_parser = parse_seconds)]
     pub grace: f64,
+    /// What to record: `all` (host and GPU memory) or `gpu` (CUDA memory only: the C heap
+    /// and mmap hooks pass straight through, for host-heavy programs such as a PyTorch
+    /// server whose host allocations would cost most of the overhead).
+    #[arg(long, value_enum, default_value_t = Track::All)]
+    pub track: Track,
     /// The command to run and its arguments (put `--` before it when it has options of
     /// its own that could be mistaken for leakscope's).
     #[arg(value_name = "COMMAND", required = true, trailing_var_arg = true)]
@@ -122,9 +128,11 @@ fn run_command(args: RunArgs) -> Result<i32, CommandError> {
         top: args.view.top,
         grace: Duration::from_secs_f64(args.grace),
         state: StateOptions::default(),
+        track: args.track,
     };
+    // Buffered: a JSON report of a large process is tens of megabytes, and stderr is not.
     let stderr = io::stderr();
-    let mut out = stderr.lock();
+    let mut out = io::BufWriter::new(stderr.lock());
     let outcome = run::run(&opts, &mut out)?;
     for w in &outcome.warnings {
         let _ = writeln!(out, "leakscope: warning: {w}");
@@ -135,6 +143,7 @@ fn run_command(args: RunArgs) -> Result<i32, CommandError> {
         outcome.dir.display(),
         outcome.dir.display()
     );
+    let _ = out.flush();
     Ok(outcome.exit_code)
 }
 

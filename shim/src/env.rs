@@ -28,6 +28,8 @@ pub struct Config {
     pub max_frames: usize,
     /// `LEAKSCOPE_QUIET=1`: print nothing on stderr.
     pub quiet: bool,
+    /// Record the C heap and mappings (`LEAKSCOPE_TRACK` is not `gpu`).
+    pub host: bool,
 }
 
 impl Config {
@@ -40,6 +42,7 @@ impl Config {
             get(keys::ON_FULL).as_deref(),
             get(keys::MAX_FRAMES).as_deref(),
             get(keys::QUIET).as_deref(),
+            get(keys::TRACK).as_deref(),
         )
     }
 
@@ -49,6 +52,7 @@ impl Config {
         on_full: Option<&OsStr>,
         max_frames: Option<&OsStr>,
         quiet: Option<&OsStr>,
+        track: Option<&OsStr>,
     ) -> Config {
         Config {
             socket: socket
@@ -64,6 +68,7 @@ impl Config {
                 .and_then(|s| s.parse::<usize>().ok())
                 .map_or(keys::DEFAULT_MAX_FRAMES, |n| n.clamp(1, MAX_FRAMES_LIMIT)),
             quiet: text(quiet) == Some("1"),
+            host: text(track) != Some("gpu"),
         }
     }
 }
@@ -91,6 +96,7 @@ mod tests {
             socket.map(OsStr::new),
             on_full.map(OsStr::new),
             frames.map(OsStr::new),
+            None,
             None,
         )
     }
@@ -130,10 +136,21 @@ mod tests {
     }
 
     #[test]
+    fn host_tracking_is_off_only_for_gpu() {
+        let t =
+            |v: Option<&str>| Config::from_values(None, None, None, None, v.map(OsStr::new)).host;
+        assert!(t(None));
+        assert!(t(Some("all")));
+        assert!(t(Some("bogus")));
+        assert!(!t(Some("gpu")));
+        assert!(!t(Some(" gpu ")));
+    }
+
+    #[test]
     fn empty_socket_is_unset_and_quiet_needs_one() {
         assert_eq!(cfg(Some(""), None, None).socket, None);
         assert_eq!(cfg(Some("@x"), None, None).socket.as_deref(), Some("@x"));
-        let q = |v: &str| Config::from_values(None, None, None, Some(OsStr::new(v))).quiet;
+        let q = |v: &str| Config::from_values(None, None, None, Some(OsStr::new(v)), None).quiet;
         assert!(q("1"));
         assert!(!q("0"));
         assert!(!q("yes"));

@@ -16,7 +16,7 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use leakscope_protocol::{EndReason, Origin, Pid};
 use std::ffi::{c_int, c_void};
 use std::fmt;
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
 const UNINIT: u8 = 0;
@@ -38,6 +38,16 @@ static CURRENT: AtomicPtr<Session> = AtomicPtr::new(std::ptr::null_mut());
 #[inline(always)]
 pub fn is_active() -> bool {
     STATE.load(Ordering::Acquire) == ACTIVE
+}
+
+/// Whether the C heap and mappings are recorded (`LEAKSCOPE_TRACK` is not `gpu`); set
+/// before the session becomes active.
+static HOST: AtomicBool = AtomicBool::new(true);
+
+/// Whether host hooks record (a GPU-only session leaves them passing straight through).
+#[inline(always)]
+pub fn tracks_host() -> bool {
+    HOST.load(Ordering::Relaxed)
 }
 
 /// Whether new threads should learn their stack bounds: the session is active, or not
@@ -263,6 +273,7 @@ fn start(s: &'static Session, prepare_unwinder: fn()) {
         );
     }
     prepare_unwinder();
+    HOST.store(s.config.host, Ordering::Relaxed);
     match sender::spawn(s, conn) {
         Ok(()) => STATE.store(ACTIVE, Ordering::Release),
         Err(e) => untracked(quiet, format_args!("{e}: this process runs untracked")),

@@ -197,6 +197,19 @@ pub fn run_gpu(
     args: &[&OsStr],
     preload: Option<&Path>,
 ) -> GpuRun {
+    run_gpu_with(work, name, libs, prog, args, preload, &[])
+}
+
+/// [`run_gpu`] with extra options for `leakscope run` (before `--`).
+pub fn run_gpu_with(
+    work: &Work,
+    name: &str,
+    libs: &CudaLibs,
+    prog: impl AsRef<OsStr>,
+    args: &[&OsStr],
+    preload: Option<&Path>,
+    run_options: &[&str],
+) -> GpuRun {
     let prog = prog.as_ref();
     let env = |cmd: &mut Command| {
         scrub_env(cmd);
@@ -216,6 +229,7 @@ pub fn run_gpu(
     let mut cmd = leakscope_cmd();
     env(&mut cmd);
     cmd.arg("run")
+        .args(run_options)
         .arg("--out")
         .arg(&dir)
         .arg("--")

@@ -1,21 +1,28 @@
 //! Starting the command with the shim preloaded, and turning how it ended into an exit
 //! code: its own code, or 128 + the signal that killed it (as a shell reports it).
 
+use super::Track;
 use crate::error::RunError;
 use leakscope_protocol::env;
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
 
-/// Starts `command` with `LD_PRELOAD=<shim>` (before any preload already set) and
-/// `LEAKSCOPE_SOCKET=<socket>`.
-pub fn spawn(command: &[OsString], shim: &Path, socket: &str) -> Result<Child, RunError> {
+/// Starts `command` with `LD_PRELOAD=<shim>` (before any preload already set),
+/// `LEAKSCOPE_SOCKET=<socket>` and `LEAKSCOPE_TRACK`.
+pub fn spawn(
+    command: &[OsString],
+    shim: &Path,
+    socket: &str,
+    track: Track,
+) -> Result<Child, RunError> {
     let (program, args) = command.split_first().ok_or(RunError::NoCommand)?;
     let preload = preload_value(shim, std::env::var_os("LD_PRELOAD").as_deref());
     Command::new(program)
         .args(args)
         .env("LD_PRELOAD", preload)
         .env(env::SOCKET, socket)
+        .env(env::TRACK, track.env_value())
         .spawn()
         .map_err(|source| {
             let command = program.to_string_lossy().into_owned();
@@ -74,6 +81,7 @@ mod tests {
             &["/nonexistent/leakscope-no-such-command".into()],
             Path::new("/nonexistent.so"),
             "@x",
+            Track::All,
         )
         .unwrap_err();
         assert!(matches!(e, RunError::CommandNotFound { .. }), "{e}");
@@ -82,7 +90,7 @@ mod tests {
             e.to_string(),
             "/nonexistent/leakscope-no-such-command: command not found"
         );
-        let e = spawn(&[], Path::new("/x.so"), "@x").unwrap_err();
+        let e = spawn(&[], Path::new("/x.so"), "@x", Track::All).unwrap_err();
         assert!(matches!(e, RunError::NoCommand));
     }
 

@@ -41,6 +41,28 @@ pub struct RunOptions {
     /// How long to wait, after the command exits, for streams still open.
     pub grace: Duration,
     pub state: StateOptions,
+    /// What the shim records.
+    pub track: Track,
+}
+
+/// What the shim records (`LEAKSCOPE_TRACK`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Track {
+    /// Host (C heap, mappings) and GPU memory.
+    #[default]
+    All,
+    /// CUDA memory only.
+    Gpu,
+}
+
+impl Track {
+    /// The value of `LEAKSCOPE_TRACK`.
+    pub fn env_value(self) -> &'static str {
+        match self {
+            Track::All => "all",
+            Track::Gpu => "gpu",
+        }
+    }
 }
 
 /// What a run produced.
@@ -80,7 +102,7 @@ pub fn run(opts: &RunOptions, report: &mut dyn Write) -> Result<RunOutcome, RunE
     let signals = signals::install().map_err(RunError::Signals)?;
     let mut pipeline = Pipeline::start(opts.state)?;
     let mut warnings = Vec::new();
-    let child = match child::spawn(&opts.command, &shim, &listener.env_value()) {
+    let child = match child::spawn(&opts.command, &shim, &listener.env_value(), opts.track) {
         Ok(c) => c,
         Err(e) => {
             drop(pipeline.finish());

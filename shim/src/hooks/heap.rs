@@ -50,7 +50,7 @@ pub unsafe fn malloc(real: &Real<MallocFn>, api: Api, size: size_t) -> *mut c_vo
     let Some(f) = real.get() else {
         return from_arena(size, 16);
     };
-    let Some(g) = Guard::enter() else {
+    let Some(g) = Guard::enter_host() else {
         // SAFETY: forwarding.
         return unsafe { f(size) };
     };
@@ -70,7 +70,7 @@ pub unsafe fn calloc(real: &Real<CallocFn>, api: Api, n: size_t, size: size_t) -
             }
         };
     };
-    let Some(g) = Guard::enter() else {
+    let Some(g) = Guard::enter_host() else {
         // SAFETY: forwarding.
         return unsafe { f(n, size) };
     };
@@ -88,8 +88,8 @@ pub unsafe fn free(real: &Real<FreeFn>, api: Api, p: *mut c_void) {
     }
     // Without the real free (only while this thread looks it up) the block is leaked.
     let Some(f) = real.get() else { return };
-    let _g =
-        Guard::enter().inspect(|g| g.free(p as u64, 0, HOST, api, clock::now_before_release()));
+    let _g = Guard::enter_host()
+        .inspect(|g| g.free(p as u64, 0, HOST, api, clock::now_before_release()));
     // SAFETY: forwarding; the guard stays held so allocations inside free pass through.
     unsafe { f(p) }
 }
@@ -110,7 +110,7 @@ pub unsafe fn realloc(
         set_errno(libc::ENOMEM);
         return std::ptr::null_mut();
     };
-    let Some(g) = Guard::enter() else {
+    let Some(g) = Guard::enter_host() else {
         // SAFETY: forwarding.
         return unsafe { f(p, size) };
     };
@@ -142,7 +142,7 @@ pub unsafe fn reallocarray(
         set_errno(libc::ENOMEM);
         return std::ptr::null_mut();
     };
-    let Some(g) = Guard::enter() else {
+    let Some(g) = Guard::enter_host() else {
         // SAFETY: forwarding.
         return unsafe { f(p, n, size) };
     };
@@ -203,7 +203,7 @@ pub unsafe fn posix_memalign(
         unsafe { *out = p.cast() };
         return 0;
     };
-    let Some(g) = Guard::enter() else {
+    let Some(g) = Guard::enter_host() else {
         // SAFETY: forwarding.
         return unsafe { f(out, align, size) };
     };
@@ -229,7 +229,7 @@ pub unsafe fn aligned(
     let Some(f) = real.get() else {
         return from_arena(size, align);
     };
-    let Some(g) = Guard::enter() else {
+    let Some(g) = Guard::enter_host() else {
         // SAFETY: forwarding.
         return unsafe { f(align, size) };
     };
@@ -251,7 +251,7 @@ pub unsafe fn page_aligned(real: &Real<MallocFn>, api: Api, size: size_t) -> *mu
             }
         };
     };
-    let Some(g) = Guard::enter() else {
+    let Some(g) = Guard::enter_host() else {
         // SAFETY: forwarding.
         return unsafe { f(size) };
     };

@@ -38,7 +38,7 @@ pub unsafe fn mmap(
         return MAP_FAILED;
     };
     let g = if flags & MAP_ANONYMOUS != 0 {
-        Guard::enter()
+        Guard::enter_host()
     } else {
         None
     };
@@ -62,7 +62,7 @@ pub unsafe fn munmap(real: &Real<MunmapFn>, api: Api, addr: *mut c_void, len: si
         set_errno(libc::ENOSYS);
         return -1;
     };
-    let Some(g) = Guard::enter() else {
+    let Some(g) = Guard::enter_host() else {
         // SAFETY: forwarding.
         return unsafe { f(addr, len) };
     };
@@ -90,7 +90,7 @@ pub unsafe fn mremap(
         set_errno(libc::ENOSYS);
         return MAP_FAILED;
     };
-    let Some(g) = Guard::enter() else {
+    let Some(g) = Guard::enter_host() else {
         // SAFETY: forwarding.
         return unsafe { f(old, old_len, new_len, flags, new_addr) };
     };

@@ -35,6 +35,16 @@ impl Guard {
         Self::enter_any_state()
     }
 
+    /// [`Guard::enter`] for the host hooks (C heap, mappings): also `None` in a GPU-only
+    /// session.
+    #[inline(always)]
+    pub fn enter_host() -> Option<Guard> {
+        if !session::tracks_host() {
+            return None;
+        }
+        Self::enter()
+    }
+
     /// Marks the thread busy whatever the session's state (for the shim's own work:
     /// session start, fork, exit). `None` when it already is.
     #[inline(always)]
