@@ -49,6 +49,9 @@ SCENARIOS = [
 ]
 
 PLANTED_FN = re.compile(r"\b(planted_[A-Za-z0-9_]+)")
+# A planted function as a sanitizer backtrace frame names it ("Host Frame: planted_leak_cache
+# in ..." or "Host Frame:planted_leak_cache [0x..]"), not the program ("... in planted_static").
+SANITIZER_FRAME_FN = re.compile(r"Frame:\s*(planted_[A-Za-z0-9_]+)")
 
 
 # ----------------------------------------------------------------------------------------
@@ -209,7 +212,7 @@ def parse_sanitizer(text):
             res["leaks"].append(current)
             continue
         if current is not None and current["function"] is None and "Frame" in line:
-            f = PLANTED_FN.search(line)
+            f = SANITIZER_FRAME_FN.search(line)
             if f:
                 current["function"] = f.group(1)
     return res
