@@ -1,7 +1,10 @@
 //! Scenario 9: robustness. A C++ program (new/delete, containers, leaks through new and
 //! new[]) matched against valgrind; allocation while SIGALRM timers fire; a dlopen/dlclose
 //! loop whose leaks stay attributed to the unloaded library's function; a program that
-//! closes descriptors 3..1024 mid-run; and a bash pipeline with unchanged output.
+//! closes descriptors 3..1024 mid-run; a bash pipeline with unchanged output; and a hundred
+//! dlopen'd TLS modules (glibc's `__tls_get_addr` then calls `malloc`: the shim's own
+//! thread-local state must not go through it, or the hook recurses until the stack
+//! overflows, as it did under PyTorch on glibc 2.39).
 
 mod common;
 
@@ -109,6 +112,41 @@ fn dlopen_dlclose_loop_keeps_attribution() {
         &["dl.c", "plugin.c"],
         LibraryKeys::BlocksOnly,
         |_| false,
+    );
+}
+
+#[test]
+fn many_tls_modules_loaded_from_threads() {
+    const COPIES: usize = 100;
+    let work = Work::new("tls");
+    let lib = gcc(
+        &work,
+        &[&scenario("tlslib.c")],
+        "libtls0.so",
+        &["-shared", "-fPIC"],
+    );
+    // Copies under other names are other modules, each with its own TLS block.
+    for i in 1..COPIES {
+        std::fs::copy(&lib, work.join(&format!("libtls{i}.so"))).expect("copy the library");
+    }
+    let prog = gcc(
+        &work,
+        &[&scenario("tls_dlopen.c")],
+        "tls_dlopen",
+        &["-ldl", "-lpthread"],
+    );
+    let count = COPIES.to_string();
+    let dir = work.join("");
+    let args = [dir.as_os_str(), OsStr::new(&count)];
+    let rec = record_unchanged(&work, "rec", &prog, &args);
+    let rep = report(&rec.dir);
+    let p = rep.one("tls_dlopen", "exec");
+    p.assert_complete();
+    assert_eq!(
+        site(p, "tls_leak"),
+        (2 * COPIES as u64 * 48, 2 * COPIES as u64),
+        "{}",
+        p.describe()
     );
 }
 
