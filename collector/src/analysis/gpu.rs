@@ -227,22 +227,9 @@ mod tests {
         assert_eq!(host.registered_bytes, 8192);
     }
 
+    /// The report fixture's GPU site (one block of `bytes`, allocated once).
     fn site(pool: &str, memory: Memory, device: Option<u32>, space: Space, bytes: u64) -> Site {
-        Site {
-            memory,
-            pool: pool.to_owned(),
-            device,
-            space: Some(space),
-            owned: matches!(space, Space::Pointer | Space::Handle),
-            during_capture: false,
-            outstanding_bytes: bytes,
-            outstanding_count: 1,
-            allocations: 1,
-            allocated_bytes: bytes,
-            peak_bytes: bytes,
-            temporary: 0,
-            frames: Vec::new(),
-        }
+        crate::report::fixture::gpu_site(memory, pool, device, space, bytes)
     }
 
     #[test]

@@ -178,7 +178,7 @@ pub fn model() -> ReportModel {
 }
 
 /// A GPU site of `bytes` outstanding in one block, allocated once.
-fn gpu_site(memory: Memory, pool: &str, device: Option<u32>, space: Space, bytes: u64) -> Site {
+pub fn gpu_site(memory: Memory, pool: &str, device: Option<u32>, space: Space, bytes: u64) -> Site {
     Site {
         memory,
         pool: pool.to_owned(),

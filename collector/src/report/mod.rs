@@ -7,7 +7,7 @@ pub mod text;
 mod text_gpu;
 
 #[cfg(test)]
-mod fixture;
+pub(crate) mod fixture;
 
 use crate::analysis::model::ReportModel;
 use std::io::{self, Write};

@@ -225,10 +225,10 @@ cuda_table! {
         => vmm::import[] as "cuMemImportFromShareableHandle" 10020;
     Driver fn cuMemMap(ptr: CUdeviceptr, size: size_t, offset: size_t, handle: Handle, flags: u64)
         => vmm::map[] as "cuMemMap" 10020;
-    Driver fn cuMemUnmap(ptr: CUdeviceptr, size: size_t) => vmm::unmap[] as "cuMemUnmap" 10020;
+    Driver fn cuMemUnmap(ptr: CUdeviceptr, size: size_t) => vmm::release_range[Api::CuMemUnmap] as "cuMemUnmap" 10020;
     Driver fn cuMemAddressReserve(p: *mut CUdeviceptr, size: size_t, align: size_t, addr: CUdeviceptr, flags: u64)
         => vmm::reserve[] as "cuMemAddressReserve" 10020;
-    Driver fn cuMemAddressFree(ptr: CUdeviceptr, size: size_t) => vmm::address_free[] as "cuMemAddressFree" 10020;
+    Driver fn cuMemAddressFree(ptr: CUdeviceptr, size: size_t) => vmm::release_range[Api::CuMemAddressFree] as "cuMemAddressFree" 10020;
 
     // Driver: stream-ordered pools and graph capture.
     Driver fn cuMemPoolCreate(pool: *mut Opaque, props: *const AllocProp)

@@ -148,24 +148,19 @@ pub unsafe fn map(
     rc
 }
 
-/// `cuMemUnmap`: unmaps `[ptr, ptr + size)`.
+/// `cuMemUnmap` and `cuMemAddressFree` (`api` says which): give `[ptr, ptr + size)` back,
+/// a mapping or a reserved range.
 ///
 /// # Safety
 /// The CUDA function's contract.
-pub unsafe fn unmap(
+pub unsafe fn release_range(
     f: unsafe extern "C" fn(u64, size_t) -> c_int,
+    api: Api,
     ptr: u64,
     size: size_t,
 ) -> c_int {
-    let _g = Guard::enter().inspect(|g| {
-        g.free(
-            ptr,
-            size as u64,
-            DEVICE,
-            Api::CuMemUnmap,
-            clock::now_before_release(),
-        )
-    });
+    let _g = Guard::enter()
+        .inspect(|g| g.free(ptr, size as u64, DEVICE, api, clock::now_before_release()));
     // SAFETY: forwarding.
     unsafe { f(ptr, size) }
 }
@@ -197,26 +192,4 @@ pub unsafe fn reserve(
         g.gpu_alloc(base, size as u64, DEVICE, Api::CuMemAddressReserve, device);
     }
     rc
-}
-
-/// `cuMemAddressFree`: gives `[ptr, ptr + size)` back.
-///
-/// # Safety
-/// The CUDA function's contract.
-pub unsafe fn address_free(
-    f: unsafe extern "C" fn(u64, size_t) -> c_int,
-    ptr: u64,
-    size: size_t,
-) -> c_int {
-    let _g = Guard::enter().inspect(|g| {
-        g.free(
-            ptr,
-            size as u64,
-            DEVICE,
-            Api::CuMemAddressFree,
-            clock::now_before_release(),
-        )
-    });
-    // SAFETY: forwarding.
-    unsafe { f(ptr, size) }
 }
