@@ -27,3 +27,19 @@ pub const DEFAULT_MAX_FRAMES: usize = 64;
 
 /// Default bounded wait, in milliseconds, for [`ON_FULL`].
 pub const DEFAULT_FULL_WAIT_MS: u64 = 1000;
+
+/// Milliseconds between the readings the shim takes of state that changes without an
+/// event of its own (heap arenas, resident memory, the PyTorch allocator's segments);
+/// default [`DEFAULT_INTERVAL_MS`]. `leakscope run --interval` sets it.
+pub const INTERVAL_MS: &str = "LEAKSCOPE_INTERVAL_MS";
+
+/// Default for [`INTERVAL_MS`]: ten seconds.
+pub const DEFAULT_INTERVAL_MS: u64 = 10_000;
+
+/// `0` switches Python frames off (native stacks only); anything else, or unset, leaves
+/// them on wherever a supported CPython runs.
+pub const PYTHON: &str = "LEAKSCOPE_PYTHON";
+
+/// `0` switches block-level tracking of PyTorch's CUDA caching allocator off; on by
+/// default in Python programs that import `torch`.
+pub const TORCH_BLOCKS: &str = "LEAKSCOPE_TORCH_BLOCKS";

@@ -4,7 +4,10 @@
 
 pub use crate::api::Api;
 pub use crate::gpu::{Capture, GpuAlloc, GpuSpace, PoolAction, PoolEvent};
+pub use crate::heap::{ArenaReading, HeapReading};
 use crate::ids::{FileOffset, ModuleId, Pid, RuntimeAddr, StackId, ThreadId, Timestamp};
+pub use crate::python::{PyCode, PyFrame, PyVersion};
+pub use crate::torch::{TorchBlock, TorchState};
 use bincode::{Decode, Encode};
 
 /// Which kind of memory an allocation is. JSON reports use [`MemoryKind::name`].
@@ -100,11 +103,14 @@ pub struct ModuleUnload {
 }
 
 /// A distinct call stack: lookup addresses (a return address minus one, so it falls
-/// inside the call instruction), innermost first, the shim's own frames already removed.
+/// inside the call instruction), innermost first, the shim's own frames already removed;
+/// and, when the thread was running Python, its Python frames (innermost first, split
+/// into evaluation-loop segments by [`PyFrame::Boundary`]).
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct StackDef {
     pub id: StackId,
     pub frames: Vec<RuntimeAddr>,
+    pub python: Vec<PyFrame>,
 }
 
 /// Memory handed to the program.
@@ -183,6 +189,10 @@ pub enum Record {
     GpuAlloc(GpuAlloc),
     Pool(PoolEvent),
     Capture(Capture),
+    PyCode(PyCode),
+    Heap(HeapReading),
+    TorchBlock(TorchBlock),
+    TorchState(TorchState),
     Fork(Fork),
     Dropped(Dropped),
     End(End),
@@ -194,20 +204,26 @@ impl Record {
         self.ts_slot().copied()
     }
 
-    /// Mutable access to the timestamp; the wire format stores it relative to its frame.
-    pub(crate) fn ts_slot_mut(&mut self) -> Option<&mut Timestamp> {
+    /// Mutable access to the timestamp (the wire format stores it relative to its frame;
+    /// the shim converts clock readings in place).
+    pub fn ts_slot_mut(&mut self) -> Option<&mut Timestamp> {
         match self {
             Record::Alloc(a) => Some(&mut a.ts),
             Record::Free(f) => Some(&mut f.ts),
             Record::GpuAlloc(a) => Some(&mut a.ts),
             Record::Pool(p) => Some(&mut p.ts),
             Record::Capture(c) => Some(&mut c.ts),
+            Record::Heap(h) => Some(&mut h.ts),
+            Record::TorchBlock(b) => Some(&mut b.ts),
+            Record::TorchState(t) => Some(&mut t.ts),
             Record::Fork(f) => Some(&mut f.ts),
             Record::Dropped(d) => Some(&mut d.ts),
             Record::End(e) => Some(&mut e.ts),
-            Record::Hello(_) | Record::Module(_) | Record::ModuleUnload(_) | Record::Stack(_) => {
-                None
-            }
+            Record::Hello(_)
+            | Record::Module(_)
+            | Record::ModuleUnload(_)
+            | Record::Stack(_)
+            | Record::PyCode(_) => None,
         }
     }
 
@@ -218,12 +234,17 @@ impl Record {
             Record::GpuAlloc(a) => Some(&a.ts),
             Record::Pool(p) => Some(&p.ts),
             Record::Capture(c) => Some(&c.ts),
+            Record::Heap(h) => Some(&h.ts),
+            Record::TorchBlock(b) => Some(&b.ts),
+            Record::TorchState(t) => Some(&t.ts),
             Record::Fork(f) => Some(&f.ts),
             Record::Dropped(d) => Some(&d.ts),
             Record::End(e) => Some(&e.ts),
-            Record::Hello(_) | Record::Module(_) | Record::ModuleUnload(_) | Record::Stack(_) => {
-                None
-            }
+            Record::Hello(_)
+            | Record::Module(_)
+            | Record::ModuleUnload(_)
+            | Record::Stack(_)
+            | Record::PyCode(_) => None,
         }
     }
 }

@@ -44,6 +44,11 @@ newtype!(
     PoolHandle(u64)
 );
 newtype!(
+    /// Identifies one Python code object within one stream. Defined by a
+    /// [`crate::PyCode`] record before any stack refers to it.
+    CodeKey(u64)
+);
+newtype!(
     /// Nanoseconds of `CLOCK_MONOTONIC`: shared by every process on the machine, so parent
     /// and child streams line up.
     Timestamp(u64)

@@ -9,6 +9,9 @@
 //!   frees, forks, drop counts, end of stream).
 //! - [`gpu`]: the GPU records (allocations with their device, stream-ordered pool usage,
 //!   CUDA-graph capture windows).
+//! - [`python`]: the Python frames of a stack and the code objects they name.
+//! - [`heap`]: readings of the C heap's arenas and the process's resident memory.
+//! - [`torch`]: PyTorch caching-allocator blocks and segments.
 //! - [`wire`]: the only encoder and the only decoder of the byte stream (versioned header,
 //!   length-prefixed frames). Nothing else in the workspace knows a byte offset.
 //! - [`env`](mod@env): the environment variables through which `leakscope run` configures the shim.
@@ -17,7 +20,10 @@ pub mod api;
 pub mod env;
 pub mod event;
 pub mod gpu;
+pub mod heap;
 pub mod ids;
+pub mod python;
+pub mod torch;
 pub mod wire;
 
 pub use event::*;

@@ -19,7 +19,7 @@ use std::io::{self, Read};
 /// The four bytes every stream starts with.
 pub const MAGIC: [u8; 4] = *b"LKSC";
 /// The version of the format this crate writes and reads.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Bytes in the stream header.
 pub const HEADER_LEN: usize = 8;
 /// Largest frame payload accepted; anything longer is treated as corruption.
@@ -307,6 +307,7 @@ mod tests {
             Record::Stack(StackDef {
                 id: StackId(7),
                 frames: vec![RuntimeAddr(0x401000), RuntimeAddr(0x402000)],
+                python: vec![],
             }),
             Record::Alloc(Alloc {
                 ts: Timestamp(1_000_000_000_500),
@@ -356,6 +357,72 @@ mod tests {
                 ts: Timestamp(1_000_000_000_900),
                 thread: ThreadId(42),
                 begin: true,
+            }),
+            Record::Stack(StackDef {
+                id: StackId(8),
+                frames: vec![RuntimeAddr(0x401000)],
+                python: vec![
+                    PyFrame::Code {
+                        code: CodeKey(0xfeed_beef_0000_0001),
+                        instr: 14,
+                    },
+                    PyFrame::Boundary,
+                    PyFrame::Code {
+                        code: CodeKey(3),
+                        instr: -1,
+                    },
+                ],
+            }),
+            Record::PyCode(PyCode {
+                key: CodeKey(0xfeed_beef_0000_0001),
+                version: PyVersion {
+                    major: 3,
+                    minor: 12,
+                },
+                filename: "/srv/app/server.py".into(),
+                qualname: "Cache.put".into(),
+                first_line: 41,
+                line_table: vec![0x80, 0x00, 0xd8, 0x04],
+                truncated: false,
+            }),
+            Record::Heap(HeapReading {
+                ts: Timestamp(1_000_000_000_950),
+                rss: 64 << 20,
+                uss: 60 << 20,
+                arenas: vec![ArenaReading {
+                    system: 1 << 20,
+                    free: 4096,
+                    free_chunks: 3,
+                    fastbin: 64,
+                }],
+                mmap_chunks: 1,
+                mmap_bytes: 1 << 21,
+            }),
+            Record::TorchBlock(TorchBlock {
+                ts: Timestamp(1_000_000_000_960),
+                thread: ThreadId(42),
+                addr: RuntimeAddr(0x7f00_0200_0000),
+                alloc: true,
+                stack: StackId(8),
+            }),
+            Record::TorchState(TorchState {
+                ts: Timestamp(1_000_000_000_970),
+                full: true,
+                segments: vec![crate::torch::SegmentInfo {
+                    device: DeviceOrdinal(0),
+                    addr: RuntimeAddr(0x7f00_0200_0000),
+                    size: 2 << 20,
+                    stream: 0,
+                    pool: crate::torch::TorchPoolId(0, 0),
+                    expandable: false,
+                    blocks: vec![crate::torch::BlockInfo {
+                        addr: RuntimeAddr(0x7f00_0200_0000),
+                        size: 512,
+                        requested: 500,
+                        state: crate::torch::BlockState::Allocated,
+                    }],
+                }],
+                removed: vec![(DeviceOrdinal(1), RuntimeAddr(0x7f00_0400_0000))],
             }),
             Record::Fork(Fork {
                 ts: Timestamp(1_000_000_001_000),

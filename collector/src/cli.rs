@@ -6,8 +6,7 @@ use crate::analysis::{analyze, AnalysisOptions};
 use crate::error::{RecordingError, RunError};
 use crate::ingest::replay;
 use crate::report::{render, Format};
-use crate::run::Track;
-use crate::run::{self, RunOptions};
+use crate::run::{self, RunOptions, ShimSettings, Track};
 use crate::state::StateOptions;
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
@@ -68,6 +67,18 @@ pub struct RunArgs {
     /// server whose host allocations would cost most of the overhead).
     #[arg(long, value_enum, default_value_t = Track::All)]
     pub track: Track,
+    /// Time between readings of state that changes without an allocation event: heap
+    /// arenas and resident memory, the PyTorch allocator's segments (fragmentation over
+    /// time). A number with a unit: `500ms`, `1s`, `10s`, `2m`.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Native stacks only: do not read the Python frames of Python threads.
+    #[arg(long)]
+    pub no_python: bool,
+    /// Do not track PyTorch's CUDA caching allocator block by block (in Python programs
+    /// that import torch; segments are still recorded as CUDA allocations).
+    #[arg(long)]
+    pub no_torch_blocks: bool,
     /// The command to run and its arguments (put `--` before it when it has options of
     /// its own that could be mistaken for leakscope's).
     #[arg(value_name = "COMMAND", required = true, trailing_var_arg = true)]
@@ -89,6 +100,33 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
         Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => Ok(v),
         _ => Err(format!("`{s}` is not a number of seconds from 0 to 86400")),
     }
+}
+
+/// Parses `500ms`, `1s`, `1.5s`, `10s`, `2m`, `1h` (10 ms to 24 h).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale = match unit.trim() {
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "" => return Err(format!("`{s}` needs a unit: ms, s, m or h (e.g. `10s`)")),
+        u => return Err(format!("`{u}` in `{s}` is not a unit: use ms, s, m or h")),
+    };
+    let secs = num
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .map(|v| v * scale)
+        .ok_or_else(|| format!("`{s}` is not a duration such as `500ms` or `10s`"))?;
+    if !(0.01..=86_400.0).contains(&secs) {
+        return Err(format!("`{s}` is outside 10ms..24h"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Why a subcommand failed.
@@ -128,7 +166,12 @@ fn run_command(args: RunArgs) -> Result<i32, CommandError> {
         top: args.view.top,
         grace: Duration::from_secs_f64(args.grace),
         state: StateOptions::default(),
-        track: args.track,
+        shim: ShimSettings {
+            track: args.track,
+            interval: args.interval,
+            python: !args.no_python,
+            torch_blocks: !args.no_torch_blocks,
+        },
     };
     // Buffered: a JSON report of a large process is tens of megabytes, and stderr is not.
     let stderr = io::stderr();
@@ -225,6 +268,30 @@ mod tests {
         let e = parse(&["run", "--grace=-1", "--", "ls"]).unwrap_err();
         assert!(e.to_string().contains("seconds"), "{e}");
         assert_eq!(parse(&[]).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn durations_take_a_unit_and_stay_in_range() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("10").unwrap_err().contains("needs a unit"));
+        assert!(parse_duration("10 parsecs")
+            .unwrap_err()
+            .contains("parsecs"));
+        assert!(parse_duration("1ms").unwrap_err().contains("outside"));
+        assert!(parse_duration("2d").unwrap_err().contains("not a unit"));
+        let Command::Run(a) = parse(&["run", "--interval", "1s", "--no-python", "--", "ls"])
+            .unwrap()
+            .command
+        else {
+            panic!("not run")
+        };
+        assert_eq!(a.interval, Duration::from_secs(1));
+        assert!(a.no_python && !a.no_torch_blocks);
+        let e = parse(&["run", "--interval", "fast", "--", "ls"]).unwrap_err();
+        assert!(e.to_string().contains("fast"), "{e}");
     }
 
     #[test]

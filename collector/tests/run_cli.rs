@@ -193,6 +193,7 @@ fn stream(pid: u32, bytes_leaked: u64, end: bool) -> Vec<u8> {
         Record::Stack(StackDef {
             id: StackId(0),
             frames: vec![RuntimeAddr(0x1234)],
+            python: vec![],
         }),
         Record::Alloc(Alloc {
             ts: Timestamp(5),

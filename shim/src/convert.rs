@@ -69,6 +69,7 @@ impl Converter {
                                 .iter()
                                 .map(|&f| RuntimeAddr(f))
                                 .collect(),
+                            python: Vec::new(),
                         }));
                     }
                 }
@@ -198,7 +199,8 @@ mod tests {
             vec![
                 Record::Stack(StackDef {
                     id: StackId(0),
-                    frames: vec![RuntimeAddr(1), RuntimeAddr(2)]
+                    frames: vec![RuntimeAddr(1), RuntimeAddr(2)],
+                    python: vec![]
                 }),
                 Record::Alloc(Alloc {
                     ts: Timestamp(100),
@@ -211,7 +213,8 @@ mod tests {
                 }),
                 Record::Stack(StackDef {
                     id: StackId(1),
-                    frames: vec![RuntimeAddr(3)]
+                    frames: vec![RuntimeAddr(3)],
+                    python: vec![]
                 }),
                 Record::Alloc(Alloc {
                     ts: Timestamp(101),

@@ -42,5 +42,6 @@ pub fn in_parent(g: &Guard, child: libc::pid_t) {
 
 /// In the child, after `fork` returned 0, before anything else runs.
 pub fn in_child() {
+    crate::side::discard();
     session::restart_in_fork_child();
 }

@@ -35,6 +35,7 @@ mod real;
 mod record;
 mod sender;
 mod session;
+mod side;
 mod timebase;
 mod tls;
 mod transport;

@@ -9,6 +9,7 @@ use crate::convert::Converter;
 use crate::record::raw::{Batch, Loss};
 use crate::record::{clock, thread};
 use crate::session::{self, Session};
+use crate::side;
 use crate::timebase::Timebase;
 use crate::transport::{Conn, TransportError};
 use crate::unwind;
@@ -159,8 +160,15 @@ impl Sender {
         self.conv.timebase.tick();
         self.steal_all(false)?;
         self.modules.poll(&mut self.records);
+        self.drain_side();
         self.report_drops();
         self.write()
+    }
+
+    /// The side path's records (`side.rs`), after the events stolen before them.
+    fn drain_side(&mut self) {
+        let tb = &mut self.conv.timebase;
+        side::drain(&mut self.records, |raw| tb.convert(raw));
     }
 
     /// Takes the pending events of every buffer (only those whose lock is free right now,
@@ -207,6 +215,7 @@ impl Sender {
             self.process(b)?;
         }
         self.modules.poll(&mut self.records);
+        self.drain_side();
         self.report_drops();
         let ts = Timestamp(self.conv.timebase.now_ns());
         self.records.push(Record::End(End { ts, reason }));

@@ -57,6 +57,7 @@ fn stack(id: u32) -> Record {
     Record::Stack(StackDef {
         id: StackId(id),
         frames: vec![RuntimeAddr(0x400000 + u64::from(id))],
+        python: vec![],
     })
 }
 

@@ -1,7 +1,7 @@
 //! Starting the command with the shim preloaded, and turning how it ended into an exit
 //! code: its own code, or 128 + the signal that killed it (as a shell reports it).
 
-use super::Track;
+use super::ShimSettings;
 use crate::error::RunError;
 use leakscope_protocol::env;
 use std::ffi::{OsStr, OsString};
@@ -9,12 +9,12 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
 
 /// Starts `command` with `LD_PRELOAD=<shim>` (before any preload already set),
-/// `LEAKSCOPE_SOCKET=<socket>` and `LEAKSCOPE_TRACK`.
+/// `LEAKSCOPE_SOCKET=<socket>` and the variables of `settings`.
 pub fn spawn(
     command: &[OsString],
     shim: &Path,
     socket: &str,
-    track: Track,
+    settings: &ShimSettings,
 ) -> Result<Child, RunError> {
     let (program, args) = command.split_first().ok_or(RunError::NoCommand)?;
     let preload = preload_value(shim, std::env::var_os("LD_PRELOAD").as_deref());
@@ -22,7 +22,7 @@ pub fn spawn(
         .args(args)
         .env("LD_PRELOAD", preload)
         .env(env::SOCKET, socket)
-        .env(env::TRACK, track.env_value())
+        .envs(settings.env())
         .spawn()
         .map_err(|source| {
             let command = program.to_string_lossy().into_owned();
@@ -81,7 +81,7 @@ mod tests {
             &["/nonexistent/leakscope-no-such-command".into()],
             Path::new("/nonexistent.so"),
             "@x",
-            Track::All,
+            &ShimSettings::default(),
         )
         .unwrap_err();
         assert!(matches!(e, RunError::CommandNotFound { .. }), "{e}");
@@ -90,7 +90,7 @@ mod tests {
             e.to_string(),
             "/nonexistent/leakscope-no-such-command: command not found"
         );
-        let e = spawn(&[], Path::new("/x.so"), "@x", Track::All).unwrap_err();
+        let e = spawn(&[], Path::new("/x.so"), "@x", &ShimSettings::default()).unwrap_err();
         assert!(matches!(e, RunError::NoCommand));
     }
 

@@ -41,8 +41,49 @@ pub struct RunOptions {
     /// How long to wait, after the command exits, for streams still open.
     pub grace: Duration,
     pub state: StateOptions,
-    /// What the shim records.
+    /// How the shim is configured.
+    pub shim: ShimSettings,
+}
+
+/// What `leakscope run` tells the shim (through the environment, `leakscope_protocol::env`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShimSettings {
+    /// What the shim records (`LEAKSCOPE_TRACK`).
     pub track: Track,
+    /// Time between readings of state without events of its own (`LEAKSCOPE_INTERVAL_MS`).
+    pub interval: Duration,
+    /// Python frames in stacks (`LEAKSCOPE_PYTHON`).
+    pub python: bool,
+    /// Block-level tracking of PyTorch's CUDA caching allocator (`LEAKSCOPE_TORCH_BLOCKS`).
+    pub torch_blocks: bool,
+}
+
+impl Default for ShimSettings {
+    fn default() -> Self {
+        ShimSettings {
+            track: Track::All,
+            interval: Duration::from_millis(leakscope_protocol::env::DEFAULT_INTERVAL_MS),
+            python: true,
+            torch_blocks: true,
+        }
+    }
+}
+
+impl ShimSettings {
+    /// The environment variables that carry these settings.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        use leakscope_protocol::env;
+        let flag = |on: bool| if on { "1" } else { "0" }.to_string();
+        vec![
+            (env::TRACK, self.track.env_value().to_string()),
+            (
+                env::INTERVAL_MS,
+                self.interval.as_millis().max(1).to_string(),
+            ),
+            (env::PYTHON, flag(self.python)),
+            (env::TORCH_BLOCKS, flag(self.torch_blocks)),
+        ]
+    }
 }
 
 /// What the shim records (`LEAKSCOPE_TRACK`).
@@ -102,7 +143,7 @@ pub fn run(opts: &RunOptions, report: &mut dyn Write) -> Result<RunOutcome, RunE
     let signals = signals::install().map_err(RunError::Signals)?;
     let mut pipeline = Pipeline::start(opts.state)?;
     let mut warnings = Vec::new();
-    let child = match child::spawn(&opts.command, &shim, &listener.env_value(), opts.track) {
+    let child = match child::spawn(&opts.command, &shim, &listener.env_value(), &opts.shim) {
         Ok(c) => c,
         Err(e) => {
             drop(pipeline.finish());

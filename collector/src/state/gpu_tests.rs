@@ -35,6 +35,7 @@ fn one_process() -> RunState {
             Record::Stack(StackDef {
                 id: StackId(id),
                 frames: vec![RuntimeAddr(0x1000 + u64::from(id))],
+                python: vec![],
             }),
         );
     }
@@ -521,6 +522,7 @@ fn fork_children_inherit_no_gpu_memory() {
         Record::Stack(StackDef {
             id: StackId(1),
             frames: vec![RuntimeAddr(0x1001)],
+            python: vec![],
         }),
     );
     s.apply(

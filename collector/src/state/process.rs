@@ -116,6 +116,10 @@ impl ProcLive {
                 let horizon = Self::horizon(p, opts);
                 self.gpu.capture(&c, p.gpu.get_or_insert_default(), horizon);
             }
+            Record::PyCode(_) => {}
+            Record::Heap(_) => {}
+            Record::TorchBlock(_) => {}
+            Record::TorchState(_) => {}
             Record::Stack(s) => match p.stacks.entry(s.id) {
                 Entry::Vacant(v) => {
                     self.stack_order.push(s.id);

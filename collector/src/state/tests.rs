@@ -27,6 +27,7 @@ fn stack(id: u32) -> Record {
     Record::Stack(StackDef {
         id: StackId(id),
         frames: vec![RuntimeAddr(0x1000 + u64::from(id))],
+        python: vec![],
     })
 }
 
@@ -501,6 +502,7 @@ fn child_stream() -> Vec<Record> {
         Record::Stack(StackDef {
             id: StackId(1),
             frames: vec![RuntimeAddr(0x2001)],
+            python: vec![],
         }),
         stack(3),
         free(30, 1, 0x30),
@@ -678,6 +680,7 @@ fn hostile_records_are_counted_not_fatal() {
         Record::Stack(StackDef {
             id: StackId(1),
             frames: vec![],
+            python: vec![],
         }),
     );
     s.apply(C0, Record::ModuleUnload(ModuleUnload { id: ModuleId(77) }));

@@ -1,0 +1,106 @@
+//! The side path for records that are not per-thread events: state the shim reads at an
+//! interval or is handed through its C API (heap readings, the PyTorch allocator's
+//! segments). Producers build a whole [`Record`] off the hot path, guard held, with its
+//! timestamp as a raw clock reading; the sender thread drains them on every tick,
+//! converts the timestamp and writes them in stream order after the events already sent.
+//! Bounded: when the sender falls behind, new records are dropped and counted.
+
+use crate::record::clock;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use leakscope_protocol::Record;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// Records the side path holds before it drops new ones.
+const CAPACITY: usize = 4096;
+
+struct Side {
+    tx: Sender<Record>,
+    rx: Receiver<Record>,
+    dropped: AtomicU64,
+}
+
+static SIDE: OnceLock<Side> = OnceLock::new();
+
+fn side() -> &'static Side {
+    SIDE.get_or_init(|| {
+        let (tx, rx) = bounded(CAPACITY);
+        Side {
+            tx,
+            rx,
+            dropped: AtomicU64::new(0),
+        }
+    })
+}
+
+/// Queues `record` for the sender. Its timestamp (if it has one) must be a raw
+/// [`clock::now`] reading. Never blocks; false when the queue was full (counted).
+/// The caller holds a `Guard` (building and queueing a record allocates).
+pub fn submit(record: Record) -> bool {
+    let s = side();
+    if s.tx.try_send(record).is_ok() {
+        true
+    } else {
+        s.dropped.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+}
+
+/// A raw clock reading for a side record's timestamp.
+pub fn now() -> u64 {
+    clock::now()
+}
+
+/// Moves every queued record to `out`, converting raw timestamps with `convert`.
+pub fn drain(out: &mut Vec<Record>, mut convert: impl FnMut(u64) -> u64) {
+    let s = side();
+    while let Ok(mut r) = s.rx.try_recv() {
+        if let Some(ts) = r.ts_slot_mut() {
+            ts.0 = convert(ts.0);
+        }
+        out.push(r);
+    }
+}
+
+/// Side records dropped because the queue was full, since the process started.
+pub fn dropped() -> u64 {
+    side().dropped.load(Ordering::Relaxed)
+}
+
+/// In a fork child: the parent's queued records are not the child's.
+pub fn discard() {
+    let s = side();
+    while s.rx.try_recv().is_ok() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leakscope_protocol::{HeapReading, Timestamp};
+
+    #[test]
+    fn records_come_out_in_order_with_converted_timestamps_and_overflow_is_counted() {
+        let mut out = Vec::new();
+        drain(&mut out, |t| t);
+        out.clear();
+        let reading = |ts| {
+            Record::Heap(HeapReading {
+                ts: Timestamp(ts),
+                ..HeapReading::default()
+            })
+        };
+        assert!(submit(reading(5)));
+        assert!(submit(reading(6)));
+        drain(&mut out, |t| t * 10);
+        assert_eq!(out, vec![reading(50), reading(60)]);
+        let before = dropped();
+        for i in 0..CAPACITY as u64 + 3 {
+            submit(reading(i));
+        }
+        assert_eq!(dropped() - before, 3);
+        discard();
+        out.clear();
+        drain(&mut out, |t| t);
+        assert!(out.is_empty());
+    }
+}

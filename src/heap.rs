@@ -1,0 +1,35 @@
+//! Host heap readings: the C allocator's own view of its arenas (glibc `malloc_info`),
+//! beside the process's resident memory, taken at a fixed interval so a report can show
+//! memory that was freed but never returned to the system.
+
+use crate::ids::Timestamp;
+use bincode::{Decode, Encode};
+
+/// One glibc arena (the main arena is index 0).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct ArenaReading {
+    /// Bytes the arena holds from the system (`<system type="current">`).
+    pub system: u64,
+    /// Bytes in free chunks: fast bins and regular bins, including the releasable top.
+    pub free: u64,
+    /// Free chunks, all bins (a count, for "many small holes").
+    pub free_chunks: u64,
+    /// Of `free`, the bytes in fast bins (never coalesced until consolidation).
+    pub fastbin: u64,
+}
+
+/// The host heap and the process's memory at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct HeapReading {
+    pub ts: Timestamp,
+    /// Resident set size (`/proc/self/statm`), bytes.
+    pub rss: u64,
+    /// Unique set size: private clean + private dirty (`/proc/self/smaps_rollup`); 0
+    /// where the kernel does not provide it.
+    pub uss: u64,
+    /// The glibc arenas; empty when the C library is not glibc or would not say.
+    pub arenas: Vec<ArenaReading>,
+    /// Chunks served by their own `mmap` (above the mmap threshold): count and bytes.
+    pub mmap_chunks: u64,
+    pub mmap_bytes: u64,
+}
