@@ -20,6 +20,12 @@ Two modes:
         text|json  every leakscope run uses that format
         gpu        every leakscope run records CUDA memory only (`run --track gpu`)
         text-gpu   every round runs bare, leakscope (text), leakscope --track gpu
+        blocks     the cost of PyTorch block tracking: every round runs bare, leakscope
+                   --track gpu (blocks on, the default) and leakscope --track gpu
+                   --no-torch-blocks; the summary estimates the cost per block event from
+                   the caching allocator's own allocation count (GENBENCH block_allocs)
+        blocks-all the same with host tracking on: bare, leakscope (text), leakscope
+                   --no-torch-blocks
       Prints markdown tables: tokens/s per round, medians, the ratio leakscope/bare, and wall
       seconds per process (which include leakscope's end-of-run report). --budget-s stops
       starting rounds when the next one would not fit.
@@ -66,6 +72,7 @@ def measure(args):
         out = model.generate(ids, **kwargs)             # warm-up: kernels, cuBLAS, allocator
         torch.cuda.synchronize()
         new_tokens = out.shape[1] - args.prompt
+        allocs_before = torch.cuda.memory_stats().get("allocation.all.allocated", 0)
         calls = []
         for _ in range(args.timed):
             torch.cuda.synchronize()
@@ -74,6 +81,7 @@ def measure(args):
             torch.cuda.synchronize()
             calls.append(time.perf_counter() - t)
             new_tokens = min(new_tokens, out.shape[1] - args.prompt)
+        block_allocs = torch.cuda.memory_stats().get("allocation.all.allocated", 0) - allocs_before
     tokens = args.batch * new_tokens * args.timed
     tps = tokens / sum(calls)
     print("generated %d tokens per call (batch %d x %d new) in %d timed calls: %.1f tokens/s"
@@ -81,6 +89,9 @@ def measure(args):
     print("GENBENCH " + json.dumps({
         "tokens_per_s": tps, "calls_s": calls, "new_tokens": new_tokens, "batch": args.batch,
         "prompt": args.prompt, "reserved": torch.cuda.memory_reserved(), "torch": torch.__version__,
+        # Blocks the caching allocator handed out during the timed calls (each is one
+        # allocation and, later, one free callback when block tracking is on).
+        "block_allocs": block_allocs,
         "transformers": transformers.__version__, "gpu": torch.cuda.get_device_name(0),
     }), flush=True)
 
@@ -95,7 +106,8 @@ def worker_argv(args):
 
 
 def run_one(argv, scratch, limit):
-    """Runs one process; returns (tokens/s or None, wall seconds, a line saying what failed)."""
+    """Runs one process; returns (tokens/s or None, wall seconds, a line saying what failed,
+    the GENBENCH figures or {})."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false", NCCL_NVLS_ENABLE="0")
     env.pop("LD_PRELOAD", None)
@@ -110,10 +122,12 @@ def run_one(argv, scratch, limit):
             out, rc = "", None
     wall = time.perf_counter() - t
     tps = None
+    bench = {}
     for line in out.splitlines():
         if line.startswith("GENBENCH "):
             try:
-                tps = float(json.loads(line[len("GENBENCH "):])["tokens_per_s"])
+                bench = json.loads(line[len("GENBENCH "):])
+                tps = float(bench["tokens_per_s"])
             except (ValueError, KeyError):
                 pass
     problem = ""
@@ -124,7 +138,7 @@ def run_one(argv, scratch, limit):
         m = re.search(r'(?m)^leakscope \S+ report:|\{\s*"leakscope_version"', text)
         tail = (text[:m.start()] if m else text)[-1500:]
         problem = "rc %s, no figure: ...%s" % (rc, tail.replace("\n", " | ")[-600:])
-    return tps, wall, problem
+    return tps, wall, problem, bench
 
 
 def compare(args):
@@ -136,6 +150,10 @@ def compare(args):
         plan = lambda r: ["text", "json"]  # noqa: E731
     elif args.shim_formats == "text-gpu":
         plan = lambda r: ["text", "gpu"]  # noqa: E731
+    elif args.shim_formats == "blocks":
+        plan = lambda r: ["gpu", "gpu-noblocks"]  # noqa: E731
+    elif args.shim_formats == "blocks-all":
+        plan = lambda r: ["text", "text-noblocks"]  # noqa: E731
     elif args.shim_formats == "alternate":
         plan = lambda r: ["text" if r % 2 == 0 else "json"]  # noqa: E731
     else:
@@ -143,6 +161,7 @@ def compare(args):
 
     t0 = time.perf_counter()
     rounds = []  # [{"bare": (tps, wall), "text": (...), ...}]
+    benches = {}  # variant -> [GENBENCH figures]
     problems = []
     last_round = None
     for r in range(args.rounds):
@@ -158,9 +177,12 @@ def compare(args):
                 if variant == "bare":
                     argv = base
                 else:
-                    fmt = {"text": [], "json": ["--format", "json"], "gpu": ["--track", "gpu"]}[variant]
+                    fmt = {"text": [], "json": ["--format", "json"], "gpu": ["--track", "gpu"],
+                           "gpu-noblocks": ["--track", "gpu", "--no-torch-blocks"],
+                           "text-noblocks": ["--no-torch-blocks"]}[variant]
                     argv = [leakscope, "run", "--out", os.path.join(scratch, "rec")] + fmt + ["--"] + base
-                tps, wall, problem = run_one(argv, scratch, args.limit_s)
+                tps, wall, problem, bench = run_one(argv, scratch, args.limit_s)
+                benches.setdefault(variant, []).append(bench)
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
             figures[variant] = (tps, wall)
@@ -171,9 +193,11 @@ def compare(args):
         rounds.append(figures)
         last_round = time.perf_counter() - start
 
-    variants = ["bare"] + [v for v in ("text", "json", "gpu") if any(v in f for f in rounds)]
+    variants = ["bare"] + [v for v in ("text", "json", "gpu", "text-noblocks", "gpu-noblocks")
+                           if any(v in f for f in rounds)]
     label = {"bare": "bare", "text": "leakscope (text report)", "json": "leakscope (--format json)",
-             "gpu": "leakscope --track gpu"}
+             "gpu": "leakscope --track gpu", "text-noblocks": "leakscope --no-torch-blocks",
+             "gpu-noblocks": "leakscope --track gpu --no-torch-blocks"}
 
     def cell(v):
         return "%.1f" % v if v is not None else "n/a"
@@ -193,11 +217,13 @@ def compare(args):
     lines.append("| median | " + " | ".join(cell(medians[v]) for v in variants) + " |")
     ratio = ["%.3f" % (medians[v] / medians["bare"]) if medians[v] and medians["bare"] else "n/a" for v in variants]
     lines.append("| ratio to bare (medians) | " + " | ".join(ratio) + " |")
-    shim = [f[v][0] for f in rounds for v in ("text", "json") if v in f and f[v][0] is not None]
+    shim = [f[v][0] for f in rounds for v in ("text", "json", "text-noblocks") if v in f and f[v][0] is not None]
     gpu_only = [f["gpu"][0] for f in rounds if "gpu" in f and f["gpu"][0] is not None]
     if gpu_only and medians["bare"]:
         lines += ["", "GPU-only runs (--track gpu): median %.1f tokens/s, ratio to bare %.3f." % (
             statistics.median(gpu_only), statistics.median(gpu_only) / medians["bare"])]
+    for on, off in (("gpu", "gpu-noblocks"), ("text", "text-noblocks")):
+        lines += blocks_cost(on, off, medians, benches, args, label)
     if shim and medians["bare"]:
         lines += ["", "All leakscope runs together: median %.1f tokens/s, ratio leakscope/bare %.3f." % (
             statistics.median(shim), statistics.median(shim) / medians["bare"])]
@@ -212,7 +238,27 @@ def compare(args):
     if args.out:
         with open(args.out, "w") as f:
             f.write(text)
-    return 0 if all(f.get("bare", (None,))[0] for f in rounds) and shim else 1
+    traced = [f[v][0] for f in rounds for v in f if v != "bare" and f[v][0] is not None]
+    return 0 if all(f.get("bare", (None,))[0] for f in rounds) and traced else 1
+
+
+def blocks_cost(on, off, medians, benches, args, label):
+    """Lines estimating what PyTorch block tracking costs: the throughput ratio with blocks on
+    and off, and the extra time per block event (one allocation and one free callback per
+    block the caching allocator handed out during the timed calls)."""
+    if not medians.get(on) or not medians.get(off):
+        return []
+    allocs = [b.get("block_allocs") for b in benches.get(on, []) if b.get("block_allocs")]
+    tokens = args.batch * args.new * args.timed
+    lines = ["", "PyTorch block tracking, %s vs %s: median %.1f vs %.1f tokens/s, ratio on/off %.3f." % (
+        label[on], label[off], medians[on], medians[off], medians[on] / medians[off])]
+    if allocs:
+        per_run = statistics.median(allocs)
+        extra_s = tokens / medians[on] - tokens / medians[off]
+        lines.append("The timed calls handed out %d blocks per process (allocation.all.allocated): about "
+                     "%.2f us per block event (allocation or free callback), from the medians." % (
+                         per_run, 1e6 * extra_s / (2 * per_run)))
+    return lines
 
 
 def main(argv):
@@ -228,7 +274,8 @@ def main(argv):
     ap.add_argument("--compare", action="store_true", help="run the bare/leakscope comparison")
     ap.add_argument("--leakscope", default=os.environ.get("LEAKSCOPE_BIN", ".gpu/leakscope"))
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--shim-formats", default="alternate", choices=("alternate", "both", "text", "json", "gpu", "text-gpu"))
+    ap.add_argument("--shim-formats", default="alternate", choices=("alternate", "both", "text", "json", "gpu", "text-gpu",
+                                                                      "blocks", "blocks-all"))
     ap.add_argument("--budget-s", type=float, default=290.0, help="no round starts that would end after this")
     ap.add_argument("--limit-s", type=int, default=240, help="time limit of one process")
     ap.add_argument("--out", default=None, help="also write the markdown tables to this file")

@@ -2,6 +2,8 @@
 # Generation throughput bare vs under leakscope on the GPU machine (bench/gpu_generate.py).
 #
 # usage: bench/gpu_generate.sh [OUTDIR] [gpu_generate.py options, e.g. --rounds 3 --shim-formats both]
+#   the cost of PyTorch block tracking: --shim-formats blocks (bare, --track gpu, --track gpu
+#   --no-torch-blocks) or blocks-all (bare, default tracking, --no-torch-blocks)
 #   LEAKSCOPE_BIN  the leakscope binary (default .gpu/leakscope), its shim next to it
 #   PYTHON         the Python with torch and transformers (default python3)
 # Writes OUTDIR/gpu_generate.md (the tables) and OUTDIR/gpu_generate.log (progress, problems).

@@ -36,8 +36,10 @@ pub const INTERVAL_MS: &str = "LEAKSCOPE_INTERVAL_MS";
 /// Default for [`INTERVAL_MS`]: ten seconds.
 pub const DEFAULT_INTERVAL_MS: u64 = 10_000;
 
-/// `0` switches Python frames off (native stacks only); anything else, or unset, leaves
-/// them on wherever a supported CPython runs.
+/// `0` switches Python frames off (native stacks only); `full` keeps them and also every
+/// native frame outside the innermost eval loop; anything else, or unset, leaves them on
+/// (native frames up to the innermost eval loop, whose Python frames describe the rest)
+/// wherever a supported CPython runs.
 pub const PYTHON: &str = "LEAKSCOPE_PYTHON";
 
 /// `0` switches block-level tracking of PyTorch's CUDA caching allocator off; on by

@@ -16,6 +16,17 @@ pub struct ArenaReading {
     pub free_chunks: u64,
     /// Of `free`, the bytes in fast bins (never coalesced until consolidation).
     pub fastbin: u64,
+    /// Of `free`, the top chunk: the free end of the arena, which trimming can give back
+    /// to the system. The rest of `free` lies in holes between chunks in use.
+    pub top: u64,
+}
+
+impl ArenaReading {
+    /// Free bytes in holes between chunks in use (everything free but the top chunk):
+    /// memory the allocator keeps and cannot return while its neighbours live.
+    pub fn holes(&self) -> u64 {
+        self.free.saturating_sub(self.top)
+    }
 }
 
 /// The host heap and the process's memory at one moment.

@@ -18,8 +18,11 @@ pub struct TorchBlock {
     pub stack: StackId,
 }
 
-/// A caching-allocator pool: PyTorch's `MempoolId_t` pair. `(0, 0)` is the default pool;
-/// CUDA-graph private pools and `torch.cuda.MemPool`s have non-zero ids.
+/// A caching-allocator pool: PyTorch's `MempoolId_t` pair. `(0, 0)` is the default pool.
+/// Other ids come from two counters (`c10::cuda::MemPool`): a private pool that a CUDA-graph
+/// capture creates for itself is `(n, 0)`; a user-created id is `(0, n)`, which is either a
+/// `torch.cuda.MemPool` or a pool handle for graphs (`torch.cuda.graph_pool_handle()`);
+/// [`TorchState::mempools`] tells those apart.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
 pub struct TorchPoolId(pub u64, pub u64);
 
@@ -68,4 +71,19 @@ pub struct TorchState {
     pub segments: Vec<SegmentInfo>,
     /// Start addresses (with their device) of segments gone since the previous state.
     pub removed: Vec<(DeviceOrdinal, RuntimeAddr)>,
+    /// Every `torch.cuda.MemPool` the program has created so far (a complete list each
+    /// time): user-created pool ids not listed are CUDA-graph pools.
+    pub mempools: Vec<MemPoolInfo>,
+    /// More records of the same reading follow (a large reading is split into several
+    /// records with the same `ts`; only the first of a full listing has `full`).
+    pub continues: bool,
+}
+
+/// A `torch.cuda.MemPool` the program created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+pub struct MemPoolInfo {
+    pub id: TorchPoolId,
+    /// Created with an allocator of its own (`CUDAPluggableAllocator`, as vLLM's); otherwise
+    /// its segments come from the caching allocator's `cudaMalloc`.
+    pub pluggable: bool,
 }

@@ -394,6 +394,7 @@ mod tests {
                     free: 4096,
                     free_chunks: 3,
                     fastbin: 64,
+                    top: 2048,
                 }],
                 mmap_chunks: 1,
                 mmap_bytes: 1 << 21,
@@ -423,6 +424,11 @@ mod tests {
                     }],
                 }],
                 removed: vec![(DeviceOrdinal(1), RuntimeAddr(0x7f00_0400_0000))],
+                mempools: vec![crate::torch::MemPoolInfo {
+                    id: crate::torch::TorchPoolId(0, 1),
+                    pluggable: true,
+                }],
+                continues: false,
             }),
             Record::Fork(Fork {
                 ts: Timestamp(1_000_000_001_000),

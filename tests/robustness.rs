@@ -151,6 +151,31 @@ fn many_tls_modules_loaded_from_threads() {
 }
 
 #[test]
+fn threads_ending_by_pthread_exit_and_cancellation() {
+    // glibc ends such threads with a forced unwind through every frame, the shim's thread
+    // start routine included: a Rust frame there would abort the process.
+    let work = Work::new("thread_exit");
+    let prog = gcc(
+        &work,
+        &[&scenario("thread_exit.c")],
+        "thread_exit",
+        &["-pthread"],
+    );
+    let rec = record_unchanged(&work, "rec", &prog, &[]);
+    assert!(
+        text(&rec.output.stdout).contains("exit 7 cancelled 1 return 9"),
+        "{}",
+        text(&rec.output.stdout)
+    );
+    let rep = report(&rec.dir);
+    let p = rep.one("thread_exit", "exec");
+    p.assert_complete();
+    assert_eq!(site(p, "exit_from_depth"), (1111, 1), "{}", p.describe());
+    assert_eq!(site(p, "cancelled"), (2222, 1), "{}", p.describe());
+    assert_eq!(site(p, "returner"), (3333, 1), "{}", p.describe());
+}
+
+#[test]
 fn closing_all_descriptors_keeps_tracking() {
     let work = Work::new("closefds");
     let prog = gcc(&work, &[&scenario("closefds.c")], "closefds", &[]);

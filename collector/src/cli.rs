@@ -75,6 +75,12 @@ pub struct RunArgs {
     /// Native stacks only: do not read the Python frames of Python threads.
     #[arg(long)]
     pub no_python: bool,
+    /// With Python frames, also keep the native frames outside the innermost interpreter
+    /// loop (the C code between Python calls). By default the native walk ends at the
+    /// innermost eval loop, whose Python frames describe everything outside it: much
+    /// cheaper for Python programs.
+    #[arg(long, conflicts_with = "no_python")]
+    pub full_native: bool,
     /// Do not track PyTorch's CUDA caching allocator block by block (in Python programs
     /// that import torch; segments are still recorded as CUDA allocations).
     #[arg(long)]
@@ -170,6 +176,7 @@ fn run_command(args: RunArgs) -> Result<i32, CommandError> {
             track: args.track,
             interval: args.interval,
             python: !args.no_python,
+            python_full_native: args.full_native,
             torch_blocks: !args.no_torch_blocks,
         },
     };

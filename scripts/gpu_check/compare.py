@@ -35,6 +35,8 @@ import re
 import sys
 import tempfile
 
+import compare_torch  # the torch-blocks scenario's checks
+
 GPUCHECK_PREFIX = "GPUCHECK "
 # A line a target marks as differing from run to run (addresses, timings): left out of the
 # stdout comparison. GPUCHECK lines are always left out.
@@ -46,6 +48,7 @@ PASS, FAIL, INFO = "PASS", "FAIL", "INFO"
 SCENARIOS = [
     "planted-shared", "planted-static",
     "caching", "expandable", "async", "pinned", "graph", "mempool", "cupy", "nccl",
+    compare_torch.SCENARIO,
 ]
 
 PLANTED_FN = re.compile(r"\b(planted_[A-Za-z0-9_]+)")
@@ -697,6 +700,7 @@ CHECKS = {
     "mempool": check_mempool,
     "cupy": check_cupy,
     "nccl": check_nccl,
+    compare_torch.SCENARIO: lambda s: compare_torch.check(s, sys.modules[__name__]),
 }
 
 # What each scenario is, for the table's legend.
@@ -711,6 +715,7 @@ DESCRIPTIONS = {
     "mempool": "torch.cuda.MemPool with a CUDAPluggableAllocator written in C on cuMemCreate/cuMemMap (vLLM-style)",
     "cupy": "CuPy default memory pool",
     "nccl": "single-rank NCCL all-reduce via torch.distributed, then destroy_process_group",
+    compare_torch.SCENARIO: compare_torch.DESCRIPTION,
 }
 
 
@@ -975,6 +980,7 @@ def self_test():
                     "planted_leak_driver": [66048, 1], "planted_scratch_ok": [0, 0]}
             _write_fake(root, name, {"expected_leaked_bytes": 3224064, "expected_leaked_count": 4, "planted": plan},
                         _fake_report(pid, sites), sanitizer=SANITIZER_SAMPLE)
+        compare_torch.write_fake(sys.modules[__name__], root, b)
 
     # 1. consistent artifacts: no FAIL
     tmp = tempfile.mkdtemp(prefix="gpucheck-selftest-")
@@ -999,6 +1005,7 @@ def self_test():
         "cupy": ("cupy", "stdout identical"),
         "nccl": ("nccl", "allocations > 0"),
         "planted": ("planted-static", "leaked bytes: leakscope vs compute-sanitizer"),
+        compare_torch.SCENARIO: (compare_torch.SCENARIO, "LEAK-DEFAULT at its line"),
     }
     for broken, (scn, check_part) in cases.items():
         root = os.path.join(tmp, "broken-" + broken)

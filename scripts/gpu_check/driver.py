@@ -231,7 +231,7 @@ def build(chk, cuda, wanted):
         rpath = ["-Xlinker", "-rpath=" + os.path.dirname(cuda["cudart"])]
     # the pluggable allocator
     so = os.path.join(chk.bin, "libcumem_alloc.so")
-    if "mempool" not in wanted:
+    if "mempool" not in wanted and "torch-blocks" not in wanted:
         pass
     elif cuda["cuda_h"]:
         inc = os.path.dirname(cuda["cuda_h"])
@@ -300,6 +300,8 @@ def scenarios(chk, built):
         ("mempool", [py, t("torch_mempool.py"), built.get("cumem_alloc") or "missing"], {}, LIMIT_SHIM, "cumem_alloc"),
         ("cupy", [py, t("cupy_pool.py")], {}, LIMIT_SHIM, None),
         ("nccl", [py, t("torch_nccl.py")], {}, LIMIT_NCCL, None),
+        # Runs without the C allocator too (then without its pluggable-MemPool leak).
+        ("torch-blocks", [py, t("torch_blocks.py"), built.get("cumem_alloc") or "missing"], {}, LIMIT_SHIM, None),
     ]
 
 

@@ -39,6 +39,10 @@ pub struct Config {
     pub interval: Duration,
     /// Capture Python frames (`LEAKSCOPE_PYTHON` is not `0`).
     pub python: bool,
+    /// With Python frames, keep walking native frames past the innermost eval loop
+    /// (`LEAKSCOPE_PYTHON=full`): the C frames between outer eval loops, at the cost of
+    /// unwinding the whole interpreter stack on every allocation.
+    pub python_full_native: bool,
 }
 
 impl Config {
@@ -80,6 +84,7 @@ impl Config {
                     }),
             ),
             python: text(python.as_deref()) != Some("0"),
+            python_full_native: text(python.as_deref()) == Some("full"),
         }
     }
 }
@@ -139,6 +144,9 @@ mod tests {
         assert_eq!(i("999999999999"), Duration::from_millis(MAX_INTERVAL_MS));
         assert!(!with(&[(keys::PYTHON, "0")]).python);
         assert!(with(&[(keys::PYTHON, "1")]).python);
+        assert!(!with(&[(keys::PYTHON, "1")]).python_full_native);
+        let full = with(&[(keys::PYTHON, "full")]);
+        assert!(full.python && full.python_full_native);
     }
 
     #[test]

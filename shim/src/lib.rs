@@ -10,9 +10,12 @@
 //! - `alloc`: the shim's own allocator (the real functions, never recorded).
 //! - `record/`: per-thread state, timestamps, event buffers and stack dedup.
 //! - `unwind/`: stack capture and module maps.
+//! - `python/`: CPython's frames in captured stacks (interpreter discovery, frame walk,
+//!   code-object definitions).
 //! - `channel`, `sender`, `convert`, `timebase`, `transport`: from buffers to the
-//!   socket.
+//!   socket; `heapstate`: the heap and resident-memory readings the sender takes.
 //! - `session`, `fork`, `diag`, `env`: lifecycle, configuration and the one stderr line.
+//! - `torch/`: the C API of PyTorch block tracking (block events, allocator readings).
 //!
 //! Nothing in the shim may panic or abort the program (`panic = "abort"` is set in the
 //! workspace profiles): hook paths use no `unwrap`, and allocations there fail softly.
@@ -29,8 +32,10 @@ mod cuda;
 mod diag;
 mod env;
 mod fork;
+mod heapstate;
 #[cfg(not(test))]
 mod hooks;
+mod python;
 mod real;
 mod record;
 mod sender;
@@ -38,6 +43,7 @@ mod session;
 mod side;
 mod timebase;
 mod tls;
+mod torch;
 mod transport;
 mod unwind;
 

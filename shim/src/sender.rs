@@ -1,11 +1,13 @@
 //! The sender thread, one per stream (session start already wrote the stream header and
 //! `Hello` with [`greet`]): announces the modules, then drains full batches, steals idle threads' pending events every few milliseconds, converts raw
-//! events to records, announces modules before the stacks that need them, reports drops,
+//! events to records, announces modules before the stacks that need them, takes the heap
+//! readings (`heapstate.rs`), reports drops,
 //! and writes frames to the collector. On an end request (exec or exit) it steals every
 //! buffer and writes `Dropped` and `End`. Between turns it sleeps on the channel's doorbell. If the collector goes away it disables the
 //! session and from then on only discards, so no hooking thread ever waits on it.
 
 use crate::convert::Converter;
+use crate::heapstate;
 use crate::record::raw::{Batch, Loss};
 use crate::record::{clock, thread};
 use crate::session::{self, Session};
@@ -86,6 +88,7 @@ struct Sender {
     out: Vec<u8>,
     reported: Loss,
     last_tick: Instant,
+    heap: heapstate::Sampler,
 }
 
 impl Sender {
@@ -99,6 +102,7 @@ impl Sender {
             out: Vec::with_capacity(1 << 20),
             reported: Loss::default(),
             last_tick: Instant::now(),
+            heap: heapstate::Sampler::new(&s.config),
         }
     }
 
@@ -161,6 +165,7 @@ impl Sender {
         self.steal_all(false)?;
         self.modules.poll(&mut self.records);
         self.drain_side();
+        self.heap.poll(&mut self.records, &mut self.conv.timebase);
         self.report_drops();
         self.write()
     }
@@ -216,6 +221,7 @@ impl Sender {
         }
         self.modules.poll(&mut self.records);
         self.drain_side();
+        self.heap.last(&mut self.records, &mut self.conv.timebase);
         self.report_drops();
         let ts = Timestamp(self.conv.timebase.now_ns());
         self.records.push(Record::End(End { ts, reason }));

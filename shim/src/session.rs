@@ -238,6 +238,7 @@ pub fn init() {
         // The constructor runs on the main thread, outside any hook: the one place where
         // its stack bounds can be learnt without risking glibc's thread lock.
         unwind::learn_thread_stack();
+        crate::python::discover::at_start();
     });
 }
 
@@ -322,6 +323,7 @@ pub fn restart_in_fork_child() {
     STATE.store(UNINIT, Ordering::Release);
     transport::abandon_inherited();
     unwind::after_fork_child();
+    crate::python::walk::after_fork_child();
     let s = Session::create(
         parent.config.clone(),
         Origin::Fork {

@@ -3,12 +3,12 @@
 //! segments). Producers build a whole [`Record`] off the hot path, guard held, with its
 //! timestamp as a raw clock reading; the sender thread drains them on every tick,
 //! converts the timestamp and writes them in stream order after the events already sent.
-//! Bounded: when the sender falls behind, new records are dropped and counted.
+//! Bounded: when the sender falls behind, new records are dropped and the producer is
+//! told (a producer that sends changes since its last record sends everything next).
 
 use crate::record::clock;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use leakscope_protocol::Record;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// Records the side path holds before it drops new ones.
@@ -17,7 +17,6 @@ const CAPACITY: usize = 4096;
 struct Side {
     tx: Sender<Record>,
     rx: Receiver<Record>,
-    dropped: AtomicU64,
 }
 
 static SIDE: OnceLock<Side> = OnceLock::new();
@@ -25,25 +24,15 @@ static SIDE: OnceLock<Side> = OnceLock::new();
 fn side() -> &'static Side {
     SIDE.get_or_init(|| {
         let (tx, rx) = bounded(CAPACITY);
-        Side {
-            tx,
-            rx,
-            dropped: AtomicU64::new(0),
-        }
+        Side { tx, rx }
     })
 }
 
 /// Queues `record` for the sender. Its timestamp (if it has one) must be a raw
-/// [`clock::now`] reading. Never blocks; false when the queue was full (counted).
-/// The caller holds a `Guard` (building and queueing a record allocates).
+/// [`clock::now`] reading. Never blocks; false when the queue was full and the record was
+/// dropped. The caller holds a `Guard` (building and queueing a record allocates).
 pub fn submit(record: Record) -> bool {
-    let s = side();
-    if s.tx.try_send(record).is_ok() {
-        true
-    } else {
-        s.dropped.fetch_add(1, Ordering::Relaxed);
-        false
-    }
+    side().tx.try_send(record).is_ok()
 }
 
 /// A raw clock reading for a side record's timestamp.
@@ -62,11 +51,6 @@ pub fn drain(out: &mut Vec<Record>, mut convert: impl FnMut(u64) -> u64) {
     }
 }
 
-/// Side records dropped because the queue was full, since the process started.
-pub fn dropped() -> u64 {
-    side().dropped.load(Ordering::Relaxed)
-}
-
 /// In a fork child: the parent's queued records are not the child's.
 pub fn discard() {
     let s = side();
@@ -79,7 +63,7 @@ mod tests {
     use leakscope_protocol::{HeapReading, Timestamp};
 
     #[test]
-    fn records_come_out_in_order_with_converted_timestamps_and_overflow_is_counted() {
+    fn records_come_out_in_order_with_converted_timestamps_and_overflow_is_refused() {
         let mut out = Vec::new();
         drain(&mut out, |t| t);
         out.clear();
@@ -93,11 +77,10 @@ mod tests {
         assert!(submit(reading(6)));
         drain(&mut out, |t| t * 10);
         assert_eq!(out, vec![reading(50), reading(60)]);
-        let before = dropped();
-        for i in 0..CAPACITY as u64 + 3 {
-            submit(reading(i));
-        }
-        assert_eq!(dropped() - before, 3);
+        let accepted = (0..CAPACITY as u64 + 3)
+            .filter(|&i| submit(reading(i)))
+            .count();
+        assert_eq!(accepted, CAPACITY);
         discard();
         out.clear();
         drain(&mut out, |t| t);

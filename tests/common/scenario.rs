@@ -79,11 +79,23 @@ pub struct Recording {
 
 /// `leakscope run --out <work>/<name> -- prog args`.
 pub fn record(work: &Work, name: &str, prog: impl AsRef<OsStr>, args: &[&OsStr]) -> Recording {
+    record_with(work, name, &[], prog, args)
+}
+
+/// `leakscope run --out <work>/<name> <options> -- prog args`.
+pub fn record_with(
+    work: &Work,
+    name: &str,
+    options: &[&str],
+    prog: impl AsRef<OsStr>,
+    args: &[&OsStr],
+) -> Recording {
     let dir = work.join(name);
     let mut cmd = leakscope_cmd();
     cmd.arg("run")
         .arg("--out")
         .arg(&dir)
+        .args(options)
         .arg("--")
         .arg(prog)
         .args(args);
@@ -107,9 +119,20 @@ pub fn record_unchanged(
     prog: impl AsRef<OsStr>,
     args: &[&OsStr],
 ) -> Recording {
+    record_unchanged_with(work, name, &[], prog, args)
+}
+
+/// [`record_unchanged`] with `leakscope run` options.
+pub fn record_unchanged_with(
+    work: &Work,
+    name: &str,
+    options: &[&str],
+    prog: impl AsRef<OsStr>,
+    args: &[&OsStr],
+) -> Recording {
     let prog = prog.as_ref();
     let bare = bare_run(prog, args);
-    let rec = record(work, name, prog, args);
+    let rec = record_with(work, name, options, prog, args);
     assert_eq!(
         text(&rec.output.stdout),
         text(&bare.stdout),

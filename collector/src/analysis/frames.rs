@@ -154,8 +154,11 @@ const STD_LIBRARY_SOURCES: &[&str] = &[
 ];
 
 /// Whether `frame` belongs to the allocator: inside the shim, an allocator function, or
-/// standard-library code on the way to one.
+/// standard-library code on the way to one. A Python frame never does, whatever its name.
 pub fn is_allocator_frame(frame: &Frame) -> bool {
+    if frame.python {
+        return false;
+    }
     is_shim_frame(frame)
         || frame.function.as_deref().is_some_and(is_allocator_function)
         || frame
@@ -200,6 +203,7 @@ mod tests {
             module: Some(module.into()),
             address: "0x10".into(),
             inlined: false,
+            python: false,
         }
     }
 
@@ -343,6 +347,21 @@ mod tests {
                 Some("alloc::alloc::exchange_malloc")
             ]
         );
+    }
+
+    #[test]
+    fn python_frames_are_never_allocator_frames() {
+        let mut py = frame(Some("malloc"), "app");
+        py.module = None;
+        py.python = true;
+        let frames = vec![
+            frame(Some("malloc"), "libc.so.6"),
+            py,
+            frame(Some("f"), "app"),
+        ];
+        let stripped = strip_allocator_frames(frames);
+        assert_eq!(names(&stripped), vec![Some("malloc"), Some("f")]);
+        assert!(stripped[0].python, "the Python function named malloc stays");
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! The per-process `gpu` section of the report (docs/gpu.md): per device the owned memory
 //! by kind and the spaces kept apart from the totals (reserved addresses, mappings,
 //! registrations, imported and retained handles), the owned sites summed per pool, memory
-//! and device, the stream-ordered pools and the capture count. A process that made no GPU
-//! call has none.
+//! and device, the stream-ordered pools (with their readings over time), the capture count
+//! and PyTorch's caching allocator (`torch_report.rs`). A process that made no GPU call
+//! and sent no PyTorch record has none.
 
 use crate::analysis::model::{
     Counts, GpuDevice, GpuReport, Memory, PoolTotals, Site, Space, StreamPool,
 };
+use crate::analysis::torch_model::StreamPoolPoint;
+use crate::analysis::torch_report::torch_report;
 use crate::state::{ProcessState, SiteKey, SiteStats};
 use leakscope_protocol::{Api, DeviceOrdinal, GpuSpace};
 use std::cmp::Reverse;
@@ -24,13 +27,14 @@ pub fn counts(stats: &SiteStats) -> Counts {
 }
 
 /// The `gpu` section of `process`, whose merged sites (before any `top` limit) are
-/// `sites`; `None` when it sent no GPU record and has no GPU site.
+/// `sites`; `None` when it sent no GPU or PyTorch record and has no GPU site.
 pub fn gpu_report(process: &ProcessState, sites: &[Site]) -> Option<GpuReport> {
     let has_gpu_sites = process.sites.keys().any(SiteKey::is_gpu);
-    if process.gpu.is_none() && !has_gpu_sites {
+    if process.gpu.is_none() && !has_gpu_sites && process.torch.is_none() {
         return None;
     }
     let gpu = process.gpu.clone().unwrap_or_default();
+    let start = process.hello.start.0;
     let stream_pools = gpu
         .pools
         .iter()
@@ -42,6 +46,19 @@ pub fn gpu_report(process: &ProcessState, sites: &[Site]) -> Option<GpuReport> {
             reserved_bytes: p.reserved_bytes,
             used_bytes: p.used_bytes,
             readings: p.readings,
+            series: {
+                let mut s: Vec<StreamPoolPoint> = p
+                    .series
+                    .points()
+                    .map(|r| StreamPoolPoint {
+                        at_ns: r.ts.0.saturating_sub(start),
+                        reserved_bytes: r.reserved,
+                        used_bytes: r.used,
+                    })
+                    .collect();
+                s.sort_by_key(|r| r.at_ns);
+                s
+            },
         })
         .collect();
     Some(GpuReport {
@@ -49,6 +66,7 @@ pub fn gpu_report(process: &ProcessState, sites: &[Site]) -> Option<GpuReport> {
         pools: pools(sites),
         stream_pools,
         captures: gpu.captures,
+        torch: torch_report(process),
     })
 }
 
@@ -271,21 +289,38 @@ mod tests {
 
     #[test]
     fn stream_pools_and_captures() {
+        use leakscope_protocol::{PoolAction, PoolEvent, ThreadId};
         let mut p = process();
-        let pool = PoolState {
-            created_by_program: true,
-            reserved_bytes: 64 << 20,
-            used_bytes: 1 << 20,
-            readings: 3,
-            device: Some(DeviceOrdinal(2)),
-            ..PoolState::default()
-        };
+        p.hello.start = Timestamp(1_000);
+        let mut pool = PoolState::default();
+        // Readings arrive out of order; the newest wins, the series is sorted by time.
+        for (ts, action, reserved, used) in [
+            (2_000, PoolAction::Created, 0, 0),
+            (4_000, PoolAction::Sampled, 64 << 20, 1 << 20),
+            (3_000, PoolAction::Sampled, 32 << 20, 2 << 20),
+        ] {
+            pool.apply(&PoolEvent {
+                ts: Timestamp(ts),
+                thread: ThreadId(1),
+                pool: PoolHandle(0x5555_aaaa_0000),
+                device: Some(DeviceOrdinal(2)),
+                action,
+                reserved,
+                used,
+            });
+        }
         p.gpu = Some(GpuState {
             pools: BTreeMap::from([(PoolHandle(0x5555_aaaa_0000), pool)]),
             captures: 2,
         });
         let r = gpu_report(&p, &[]).unwrap();
         assert_eq!(r.captures, 2);
+        assert_eq!(r.torch, None, "no PyTorch record");
+        let point = |at_ns, reserved_bytes, used_bytes| StreamPoolPoint {
+            at_ns,
+            reserved_bytes,
+            used_bytes,
+        };
         assert_eq!(
             r.stream_pools,
             vec![StreamPool {
@@ -296,7 +331,22 @@ mod tests {
                 reserved_bytes: 64 << 20,
                 used_bytes: 1 << 20,
                 readings: 3,
+                series: vec![
+                    point(1_000, 0, 0),
+                    point(2_000, 32 << 20, 2 << 20),
+                    point(3_000, 64 << 20, 1 << 20),
+                ],
             }]
         );
+    }
+
+    #[test]
+    fn a_pytorch_record_alone_makes_a_section() {
+        let mut p = process();
+        p.torch = Some(crate::state::TorchTrack::default());
+        let r = gpu_report(&p, &[]).unwrap();
+        let t = r.torch.unwrap();
+        assert_eq!((t.readings, t.blocks.live_blocks), (0, 0));
+        assert!(t.pools.is_empty() && t.devices.is_empty());
     }
 }

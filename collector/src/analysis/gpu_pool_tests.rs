@@ -310,6 +310,7 @@ fn frames_from_symbolized_report_frames() {
         module: Some("libc10_cuda.so".into()),
         address: "0x10".into(),
         inlined: false,
+        python: false,
     };
     let frames = [PoolFrame::from(&frame)];
     assert_eq!(

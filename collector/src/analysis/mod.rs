@@ -1,13 +1,17 @@
 //! Analysis: turns the finished run state into the report model. Symbolizes every stack a
-//! site refers to, attributes GPU sites to their pools, removes allocator frames, merges
-//! sites with the same symbolized stack (and memory, pool, device, space, ownership and
-//! capture mark), ranks them and describes each process.
+//! site refers to, merges Python frames into it, attributes GPU sites to their pools,
+//! removes allocator frames, merges sites with the same symbolized stack (and memory, pool,
+//! device, space, ownership and capture mark), ranks them and describes each process.
 //!
 //! - [`symbolize`]: runtime addresses to frames through module maps and ELF files.
+//! - [`python`]: Python line tables and the merge of Python frames into native stacks.
 //! - [`frames`]: the allocator-frame table and stripping.
 //! - [`sites`]: host pools, merging, ranking, `top`, totals.
 //! - [`gpu_pool`]: the pool of a GPU site, from its api, capture mark and stack.
 //! - [`gpu`]: the per-process `gpu` section (devices, pools, stream-ordered pools).
+//! - [`torch`]: PyTorch block sites (pools, trimmed stacks); [`torch_report`] the
+//!   `gpu.torch` section (the allocator's pools over time), [`torch_model`] its model.
+//! - [`heap`]: the per-process `heap` section (host heap over time, fragmentation verdict).
 //! - [`process`]: origin, stream status and notes of a process.
 //! - [`model`]: the report model, leakscope's JSON contract.
 
@@ -15,17 +19,22 @@ pub mod build_id;
 pub mod frames;
 pub mod gpu;
 pub mod gpu_pool;
+pub mod heap;
 pub mod model;
 pub mod process;
+pub mod python;
 pub mod sites;
 pub mod symbolize;
 #[cfg(test)]
 mod test_program;
+pub mod torch;
+pub mod torch_model;
+pub mod torch_report;
 
 use crate::ingest::meta::RecordingMeta;
 use crate::state::{ProcessState, RunState, SiteKey};
 use gpu_pool::PoolFrame;
-use leakscope_protocol::RuntimeAddr;
+use leakscope_protocol::{RuntimeAddr, StackId};
 pub use model::ReportModel;
 use model::{DroppedCounts, Frame, ProcessReport, Space};
 pub use sites::pool_for;
@@ -73,26 +82,48 @@ fn analyze_process(
     opts: &AnalysisOptions,
 ) -> ProcessReport {
     let index = ModuleIndex::new(&process.modules);
-    let stacks = |key: &SiteKey| {
+    let mut py = python::PyResolver::new(&process.py_codes);
+    let mut mismatched = crate::state::FxHashSet::default();
+    let longest = process.stacks.values().map(Vec::len).max().unwrap_or(0);
+    let stack_addrs = |id: StackId| {
         process
             .stacks
-            .get(&key.stack)
+            .get(&id)
             .map(Vec::as_slice)
             .unwrap_or_default()
     };
-    let addrs = process.sites.keys().flat_map(|k| stacks(k).iter().copied());
+    let stacks = |key: &SiteKey| stack_addrs(key.stack);
+    let block_stacks: Vec<StackId> = process.torch.iter().flat_map(torch::block_stacks).collect();
+    let addrs = (process.sites.keys().map(|k| k.stack))
+        .chain(block_stacks.iter().copied())
+        .flat_map(|id| stack_addrs(id).iter().copied());
     let symbols = symbolizer.symbolize(&index, addrs);
+
+    // A stack's symbolized frames, innermost first, with its Python frames merged in.
+    let mut full_frames = |stack: StackId| -> Vec<Frame> {
+        let native = stack_addrs(stack)
+            .iter()
+            .map(|addr: &RuntimeAddr| symbols.get(addr).map(Vec::as_slice).unwrap_or_default());
+        match process.python_stacks.get(&stack) {
+            Some(python) => {
+                let merged = python::merge(native, py.segments(python));
+                let cut = python::cut_at_depth_limit(&merged, stack_addrs(stack).len(), longest);
+                if merged.mismatched() && !cut {
+                    mismatched.insert(stack);
+                }
+                merged.frames
+            }
+            None => native.flatten().cloned().collect(),
+        }
+    };
 
     // Sorted by key so that merging (which keeps the first part's frames) is deterministic.
     let mut keys: Vec<_> = process.sites.keys().copied().collect();
     keys.sort();
-    let parts: Vec<SymbolizedSite> = keys
+    let mut parts: Vec<SymbolizedSite> = keys
         .iter()
         .map(|key| {
-            let full: Vec<_> = stacks(key)
-                .iter()
-                .flat_map(|addr: &RuntimeAddr| symbols.get(addr).into_iter().flatten().cloned())
-                .collect();
+            let full = full_frames(key.stack);
             let pool = if key.is_gpu() {
                 gpu_pool::site_pool(key, &pool_frames(stacks(key), &index, &symbols))
             } else {
@@ -115,7 +146,15 @@ fn analyze_process(
             }
         })
         .collect();
+    // PyTorch's blocks: sites of their own, never owned (docs/gpu.md).
+    if let Some(track) = &process.torch {
+        parts.extend(torch::block_parts(track, &mut full_frames));
+    }
 
+    let py_stats = python::MergeStats {
+        mismatched_stacks: mismatched.len() as u64,
+        undefined_codes: py.undefined_codes(),
+    };
     let mut merged = sites::merge_sites(&parts);
     let totals = sites::totals(&merged);
     let gpu = gpu::gpu_report(process, &merged);
@@ -144,8 +183,12 @@ fn analyze_process(
         unknown_frees: process.unknown_frees,
         sites: merged,
         sites_omitted,
-        notes: process::notes(process),
+        notes: process::notes(process)
+            .into_iter()
+            .chain(py_stats.notes())
+            .collect(),
         gpu,
+        heap: heap::heap_report(process),
     }
 }
 

@@ -91,6 +91,9 @@ pub enum Space {
     Reservation,
     /// Host memory page-locked in place.
     Registration,
+    /// Blocks of PyTorch's caching allocator: what tensors hold inside its segments (never
+    /// owned: the segments are counted where they were allocated).
+    Block,
 }
 
 impl Space {
@@ -102,6 +105,7 @@ impl Space {
             Space::Mapping => "mapping",
             Space::Reservation => "reservation",
             Space::Registration => "registration",
+            Space::Block => "block",
         }
     }
 
@@ -173,6 +177,9 @@ pub struct ProcessReport {
     pub notes: Vec<String>,
     /// GPU figures beyond the sites; `None` (`null`) for a process that made no GPU call.
     pub gpu: Option<GpuReport>,
+    /// The host heap over time (glibc's arenas against live, resident and unique memory);
+    /// `None` (`null`) when no reading came.
+    pub heap: Option<HeapReport>,
 }
 
 /// Counters summed over sites.
@@ -256,6 +263,16 @@ pub struct Site {
 }
 
 impl Site {
+    /// Where the site allocates, as a reader wants it first: the innermost Python frame
+    /// when the stack has one (the Python line, not the interpreter's or a C extension's
+    /// frames it called), otherwise the innermost frame.
+    pub fn headline(&self) -> Option<&Frame> {
+        self.frames
+            .iter()
+            .find(|f| f.python)
+            .or(self.frames.first())
+    }
+
     /// The site's counters without the peak.
     pub fn counts(&self) -> Counts {
         Counts {
@@ -270,6 +287,12 @@ impl Site {
 
 /// One frame of a call stack. An address inside inlined code gives several frames, the
 /// innermost inlined function first, each but the last with `inlined: true`.
+///
+/// A Python frame (`python: true`, the only frames that carry the field) names a line of
+/// Python source: `function` is the code object's qualified name, `file` its file name,
+/// `line` the line of the instruction it was running, `module` is `None` and `address`
+/// the instruction's byte offset in the code object's bytecode. Python frames stand where
+/// the interpreter's evaluation-loop frames that ran them stood.
 ///
 /// The texts are shared (`Arc<str>`): one address's frames appear in every site whose stack
 /// passes through it, and a PyTorch process has a hundred thousand such sites.
@@ -287,6 +310,9 @@ pub struct Frame {
     pub address: Arc<str>,
     /// Whether this function was inlined into the next frame.
     pub inlined: bool,
+    /// Whether this is a Python frame (serialized only when true).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub python: bool,
 }
 
 /// A process's GPU figures beyond its sites.
@@ -300,6 +326,9 @@ pub struct GpuReport {
     pub stream_pools: Vec<StreamPool>,
     /// CUDA-graph captures begun.
     pub captures: u64,
+    /// PyTorch's caching allocator block by block; `None` (`null`) when no PyTorch record
+    /// came (see docs/gpu.md).
+    pub torch: Option<crate::analysis::torch_model::TorchReport>,
 }
 
 /// What one device holds for the process.
@@ -348,4 +377,86 @@ pub struct StreamPool {
     pub used_bytes: u64,
     /// How many readings came.
     pub readings: u64,
+    /// The readings over time (thinned evenly on long runs), oldest first.
+    pub series: Vec<crate::analysis::torch_model::StreamPoolPoint>,
+}
+
+/// A process's host heap over time: what glibc's allocator holds from the system, what of
+/// it is free (freed by the program but not returned), what the program holds, and the
+/// process's resident and unique memory. Readings are taken at `leakscope run --interval`
+/// and at the end of the stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HeapReport {
+    /// The verdict on the newest reading.
+    pub verdict: HeapVerdict,
+    /// The newest reading.
+    pub latest: HeapFigures,
+    /// The newest reading's arenas, the main arena first.
+    pub arenas: Vec<ArenaFigures>,
+    /// How many readings came; `series` holds fewer on long runs (thinned evenly, the
+    /// first and the newest kept).
+    pub readings: u64,
+    /// Nanoseconds from the first reading kept to the newest.
+    pub span_ns: u64,
+    /// The readings kept, oldest first.
+    pub series: Vec<HeapFigures>,
+}
+
+/// What the newest reading says of the heap (the thresholds are in `analysis/heap.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeapVerdict {
+    /// Much free memory spread over many holes between chunks in use: freed but not
+    /// returned, and not returnable while the neighbours live.
+    Fragmented,
+    /// Much free memory, but at the heap's end or in a few large holes.
+    Retained,
+    /// The allocator keeps little free memory.
+    Compact,
+    /// No allocator figures (not glibc's allocator, or only GPU memory tracked).
+    Unknown,
+}
+
+/// One heap reading. Allocator figures are 0 when `arenas` is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HeapFigures {
+    /// Nanoseconds since the process's stream started.
+    pub at_ns: u64,
+    /// glibc arenas read.
+    pub arenas: u32,
+    /// `arena_bytes` + `mmap_bytes`: everything the allocator holds from the system.
+    pub system_bytes: u64,
+    /// What the arenas hold from the system.
+    pub arena_bytes: u64,
+    /// Chunks served by their own mapping (returned when freed): bytes and count.
+    pub mmap_bytes: u64,
+    pub mmap_chunks: u64,
+    /// Free bytes in the arenas: freed but not returned to the system.
+    pub free_bytes: u64,
+    pub free_chunks: u64,
+    /// Of `free_bytes`: in fast bins.
+    pub fastbin_bytes: u64,
+    /// Of `free_bytes`: the top chunk, at the arenas' ends (trimming returns it).
+    pub top_bytes: u64,
+    /// Of `free_bytes`: in holes between chunks in use (all but the top chunk).
+    pub hole_bytes: u64,
+    /// `free_bytes` per mille of `arena_bytes`.
+    pub free_permille: u32,
+    /// Outstanding C heap bytes and blocks (memory `host`) when the reading arrived.
+    pub live_bytes: u64,
+    pub live_blocks: u64,
+    /// Resident set size.
+    pub rss_bytes: u64,
+    /// Unique set size (private clean + private dirty); 0 where the kernel does not say.
+    pub uss_bytes: u64,
+}
+
+/// One glibc arena at the newest reading.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ArenaFigures {
+    pub system_bytes: u64,
+    pub free_bytes: u64,
+    pub free_chunks: u64,
+    pub fastbin_bytes: u64,
+    pub top_bytes: u64,
 }

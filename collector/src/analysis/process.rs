@@ -32,7 +32,7 @@ pub fn notes(process: &ProcessState) -> Vec<String> {
 }
 
 fn anomaly_notes(a: &Anomalies) -> Vec<String> {
-    let counted: [(u64, &str); 8] = [
+    let counted: [(u64, &str); 9] = [
         (
             a.records_before_hello,
             "records before the stream's Hello (ignored)",
@@ -41,6 +41,10 @@ fn anomaly_notes(a: &Anomalies) -> Vec<String> {
         (
             a.stack_redefinitions,
             "conflicting stack definitions (the first was kept)",
+        ),
+        (
+            a.code_redefinitions,
+            "conflicting Python code definitions (the first was kept)",
         ),
         (
             a.undefined_stacks,

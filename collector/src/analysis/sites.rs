@@ -37,8 +37,9 @@ pub struct SymbolizedSite {
 }
 
 /// What makes two frames the same source location. Where the line is known the address
-/// is left out, so that several code addresses of one source line merge; where it is not,
-/// the address is all that tells call sites apart.
+/// is left out, so that several code addresses of one source line merge (for Python
+/// frames: several instructions of one line, or several code objects of one function);
+/// where it is not, the address is all that tells call sites apart.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct FrameIdentity<'f> {
     function: Option<&'f str>,
@@ -47,6 +48,7 @@ struct FrameIdentity<'f> {
     module: Option<&'f str>,
     address: Option<&'f str>,
     inlined: bool,
+    python: bool,
 }
 
 impl<'f> From<&'f Frame> for FrameIdentity<'f> {
@@ -58,6 +60,7 @@ impl<'f> From<&'f Frame> for FrameIdentity<'f> {
             module: f.module.as_deref(),
             address: f.line.is_none().then_some(&*f.address),
             inlined: f.inlined,
+            python: f.python,
         }
     }
 }
@@ -181,6 +184,7 @@ mod tests {
             module: Some("app".into()),
             address: address.into(),
             inlined: false,
+            python: false,
         }
     }
 
@@ -276,6 +280,46 @@ mod tests {
         assert_eq!(merged.len(), 2);
         assert_eq!(merged[0].outstanding_bytes, 2);
         assert_eq!(merged[1].outstanding_bytes, 1);
+    }
+
+    #[test]
+    fn python_frames_are_part_of_the_identity() {
+        let py = |line: u32, address: &str| Frame {
+            function: Some("handle".into()),
+            file: Some("app.py".into()),
+            line: Some(line),
+            module: None,
+            address: address.into(),
+            inlined: false,
+            python: true,
+        };
+        let native = || frame("PyByteArray_Resize", Some(7), "0x10");
+        let parts = vec![
+            part(
+                MemoryKind::Host,
+                vec![native(), py(3, "0x8")],
+                stats(1, 1, 1, 1),
+            ),
+            // Another instruction of the same line: merges.
+            part(
+                MemoryKind::Host,
+                vec![native(), py(3, "0xc")],
+                stats(2, 1, 1, 2),
+            ),
+            // Another line under the same native frames: stays apart.
+            part(
+                MemoryKind::Host,
+                vec![native(), py(4, "0x8")],
+                stats(4, 1, 1, 4),
+            ),
+            // Same native frames without Python: apart too.
+            part(MemoryKind::Host, vec![native()], stats(8, 1, 1, 8)),
+        ];
+        let merged = merge_sites(&parts);
+        let bytes: Vec<u64> = merged.iter().map(|s| s.outstanding_bytes).collect();
+        assert_eq!(bytes, vec![3, 4, 8]);
+        assert_eq!(merged[0].headline().and_then(|f| f.line), Some(3));
+        assert_eq!(merged[2].headline().and_then(|f| f.line), Some(7));
     }
 
     #[test]

@@ -238,6 +238,7 @@ impl Symbolizer {
                 module: None,
                 address: format!("{:#x}", addr.0).into(),
                 inlined: false,
+                python: false,
             }];
         };
         let module: Arc<str> = module_file_name(&loc.module.path).into();
@@ -258,6 +259,7 @@ impl Symbolizer {
                 module: Some(module.clone()),
                 address: address.clone(),
                 inlined: f.inlined,
+                python: false,
             })
             .collect()
     }

@@ -159,6 +159,7 @@ fn missing_changed_and_unmapped_give_unknown_frames() {
             module: Some("libgone.so".into()),
             address: "0x2040".into(),
             inlined: false,
+            python: false,
         }]
     );
     assert_eq!(
@@ -170,6 +171,7 @@ fn missing_changed_and_unmapped_give_unknown_frames() {
             module: None,
             address: "0x42".into(),
             inlined: false,
+            python: false,
         }]
     );
     let problems: Vec<_> = symbolizer.problems().map(|(_, p)| p).collect();

@@ -21,6 +21,7 @@ fn frame(
         module: module.map(Into::into),
         address: address.into(),
         inlined,
+        python: false,
     }
 }
 
@@ -146,6 +147,7 @@ pub fn model() -> ReportModel {
         sites_omitted: 0,
         notes: Vec::new(),
         gpu: None,
+        heap: None,
     };
     let child = ProcessReport {
         pid: 4243,
@@ -277,8 +279,10 @@ pub fn gpu_model() -> ReportModel {
             reserved_bytes: 32 << 20,
             used_bytes: 8 << 20,
             readings: 12,
+            series: Vec::new(),
         }],
         captures: 2,
+        torch: None,
     };
     let mut totals = Totals::default();
     for (memory, c) in [(d, device0), (p, one(16 << 20))] {
@@ -299,4 +303,57 @@ pub fn gpu_model() -> ReportModel {
     };
     model.processes.push(trainer);
     model
+}
+
+/// A fragmented host heap: three readings, the first and the newest kept.
+pub fn heap_report() -> crate::analysis::model::HeapReport {
+    use crate::analysis::model::{ArenaFigures, HeapFigures, HeapReport, HeapVerdict};
+    const MIB: u64 = 1 << 20;
+    let first = HeapFigures {
+        at_ns: 1_000_000,
+        arenas: 1,
+        system_bytes: 2 * MIB,
+        arena_bytes: 2 * MIB,
+        free_bytes: 100 << 10,
+        free_chunks: 3,
+        top_bytes: 100 << 10,
+        free_permille: 48,
+        live_bytes: 1000,
+        live_blocks: 4,
+        rss_bytes: 10 * MIB,
+        uss_bytes: 8 * MIB,
+        ..HeapFigures::default()
+    };
+    let latest = HeapFigures {
+        at_ns: 2_501_000_000,
+        arenas: 1,
+        system_bytes: 57 * MIB,
+        arena_bytes: 54 * MIB,
+        mmap_bytes: 3 * MIB,
+        mmap_chunks: 2,
+        free_bytes: 27 * MIB,
+        free_chunks: 100_001,
+        fastbin_bytes: 0,
+        top_bytes: 100 << 10,
+        hole_bytes: 27 * MIB - (100 << 10),
+        free_permille: 500,
+        live_bytes: 25_600_000,
+        live_blocks: 100_000,
+        rss_bytes: 62 * MIB,
+        uss_bytes: 60 * MIB,
+    };
+    HeapReport {
+        verdict: HeapVerdict::Fragmented,
+        arenas: vec![ArenaFigures {
+            system_bytes: latest.arena_bytes,
+            free_bytes: latest.free_bytes,
+            free_chunks: latest.free_chunks,
+            fastbin_bytes: 0,
+            top_bytes: latest.top_bytes,
+        }],
+        readings: 3,
+        span_ns: latest.at_ns - first.at_ns,
+        series: vec![first, latest.clone()],
+        latest,
+    }
 }

@@ -99,10 +99,12 @@ mod tests {
                 "sites",
                 "sites_omitted",
                 "notes",
-                "gpu"
+                "gpu",
+                "heap"
             ])
         );
         assert_eq!(p["gpu"], Value::Null, "no GPU call");
+        assert_eq!(p["heap"], Value::Null, "no heap reading");
         assert_eq!(p["command"], "./app --leak");
         assert_eq!(p["origin"], "exec");
         assert_eq!(p["parent"], Value::Null);
@@ -182,6 +184,88 @@ mod tests {
     }
 
     #[test]
+    fn python_frames_say_so() {
+        let mut model = fixture::model();
+        let frames = &mut model.processes[0].sites[1].frames;
+        frames[1].python = true;
+        frames[1].module = None;
+        let mut out = Vec::new();
+        JsonReport::default().render(&model, &mut out).unwrap();
+        let v: Value = serde_json::from_slice(&out).expect("valid JSON");
+        let frames = &v["processes"][0]["sites"][1]["frames"];
+        assert_eq!(frames[1]["python"], true);
+        assert_eq!(frames[1]["module"], Value::Null);
+        assert_eq!(
+            keys(&frames[1]),
+            sorted(vec![
+                "function", "file", "line", "module", "address", "inlined", "python"
+            ])
+        );
+        assert_eq!(frames[0].get("python"), None, "native frames leave it out");
+    }
+
+    #[test]
+    fn heap_fields_follow_the_contract() {
+        use crate::analysis::model::HeapVerdict;
+        let mut model = fixture::model();
+        model.processes[0].heap = Some(fixture::heap_report());
+        let mut out = Vec::new();
+        JsonReport::default().render(&model, &mut out).unwrap();
+        let v: Value = serde_json::from_slice(&out).expect("valid JSON");
+        let h = &v["processes"][0]["heap"];
+        assert_eq!(
+            keys(h),
+            sorted(vec![
+                "verdict", "latest", "arenas", "readings", "span_ns", "series"
+            ])
+        );
+        assert_eq!(h["verdict"], "fragmented");
+        assert_eq!(h["readings"], 3);
+        assert_eq!(h["span_ns"], 2_500_000_000u64);
+        let figures = sorted(vec![
+            "at_ns",
+            "arenas",
+            "system_bytes",
+            "arena_bytes",
+            "mmap_bytes",
+            "mmap_chunks",
+            "free_bytes",
+            "free_chunks",
+            "fastbin_bytes",
+            "top_bytes",
+            "hole_bytes",
+            "free_permille",
+            "live_bytes",
+            "live_blocks",
+            "rss_bytes",
+            "uss_bytes",
+        ]);
+        assert_eq!(keys(&h["latest"]), figures);
+        assert_eq!(h["series"].as_array().unwrap().len(), 2);
+        assert_eq!(keys(&h["series"][0]), figures);
+        assert_eq!(h["series"][1], h["latest"]);
+        assert_eq!(h["latest"]["free_bytes"], 27u64 << 20);
+        assert_eq!(h["latest"]["free_permille"], 500);
+        assert_eq!(
+            keys(&h["arenas"][0]),
+            sorted(vec![
+                "system_bytes",
+                "free_bytes",
+                "free_chunks",
+                "fastbin_bytes",
+                "top_bytes"
+            ])
+        );
+        for (verdict, name) in [
+            (HeapVerdict::Retained, "retained"),
+            (HeapVerdict::Compact, "compact"),
+            (HeapVerdict::Unknown, "unknown"),
+        ] {
+            assert_eq!(serde_json::to_value(verdict).unwrap(), name);
+        }
+    }
+
+    #[test]
     fn gpu_fields_follow_the_contract() {
         let mut out = Vec::new();
         JsonReport::default()
@@ -206,8 +290,15 @@ mod tests {
         let gpu = &p["gpu"];
         assert_eq!(
             keys(gpu),
-            sorted(vec!["devices", "pools", "stream_pools", "captures"])
+            sorted(vec![
+                "devices",
+                "pools",
+                "stream_pools",
+                "captures",
+                "torch"
+            ])
         );
+        assert_eq!(gpu["torch"], Value::Null, "no PyTorch record");
         assert_eq!(gpu["captures"], 2);
         let device = &gpu["devices"][0];
         assert_eq!(
@@ -264,12 +355,88 @@ mod tests {
                 "destroyed",
                 "reserved_bytes",
                 "used_bytes",
-                "readings"
+                "readings",
+                "series"
             ])
         );
         assert_eq!(stream_pool["handle"], "0x5555aaaa0000");
         assert_eq!(stream_pool["created_by_program"], true);
         assert_eq!(stream_pool["readings"], 12);
+    }
+
+    #[test]
+    fn torch_fields_follow_the_contract() {
+        let mut model = fixture::gpu_model();
+        let gpu = model.processes[2].gpu.as_mut().unwrap();
+        gpu.torch = Some(crate::analysis::torch_model::sample());
+        gpu.stream_pools[0].series = vec![crate::analysis::torch_model::StreamPoolPoint {
+            at_ns: 5,
+            reserved_bytes: 32 << 20,
+            used_bytes: 8 << 20,
+        }];
+        let mut out = Vec::new();
+        JsonReport::default().render(&model, &mut out).unwrap();
+        let v: Value = serde_json::from_slice(&out).expect("valid JSON");
+        let gpu = &v["processes"][2]["gpu"];
+        assert_eq!(
+            keys(&gpu["stream_pools"][0]["series"][0]),
+            sorted(vec!["at_ns", "reserved_bytes", "used_bytes"])
+        );
+        let t = &gpu["torch"];
+        assert_eq!(
+            keys(t),
+            sorted(vec!["readings", "span_ns", "blocks", "devices", "pools"])
+        );
+        assert_eq!(
+            keys(&t["blocks"]),
+            sorted(vec![
+                "allocations",
+                "frees",
+                "live_blocks",
+                "live_bytes",
+                "unsized_live_blocks",
+                "untracked_blocks",
+                "untracked_bytes",
+                "unknown_frees"
+            ])
+        );
+        let figures = sorted(vec![
+            "at_ns",
+            "reserved_bytes",
+            "allocated_bytes",
+            "requested_bytes",
+            "awaiting_free_bytes",
+            "segments",
+            "allocated_blocks",
+            "free_bytes",
+            "free_blocks",
+            "largest_free_bytes",
+            "external_fragmentation_permille",
+            "inactive_split_bytes",
+        ]);
+        assert_eq!(
+            keys(&t["devices"][0]),
+            sorted(vec!["device", "latest", "series"])
+        );
+        assert_eq!(keys(&t["devices"][0]["latest"]), figures);
+        let pool = &t["pools"][0];
+        assert_eq!(
+            keys(pool),
+            sorted(vec![
+                "device",
+                "pool",
+                "pool_id",
+                "expandable",
+                "streams",
+                "latest",
+                "series"
+            ])
+        );
+        assert_eq!(pool["pool"], "pytorch-caching");
+        assert_eq!(pool["pool_id"], serde_json::json!([0, 0]));
+        assert_eq!(keys(&pool["series"][1]), figures);
+        assert_eq!(pool["latest"]["external_fragmentation_permille"], 900);
+        assert_eq!(t["pools"][1]["streams"], serde_json::json!(["0x5a5a0000"]));
     }
 
     #[test]
@@ -288,6 +455,8 @@ mod tests {
             assert_eq!(ours.name(), space.name());
         }
         assert_eq!(Space::from_gpu(GpuSpace::Pool), None);
+        assert_eq!(serde_json::to_value(Space::Block).unwrap(), "block");
+        assert_eq!(Space::Block.name(), "block");
     }
 
     #[test]

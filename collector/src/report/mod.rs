@@ -1,10 +1,13 @@
 //! Rendering the report model: one [`Report`] trait and one file per output format
-//! ([`text`] for people, with its GPU parts in `text_gpu.rs`; [`json`] for programs).
+//! ([`text`] for people, with its GPU parts in `text_gpu.rs` (PyTorch's allocator in
+//! `text_torch.rs`) and its host heap part in `text_heap.rs`; [`json`] for programs).
 
 pub mod human;
 pub mod json;
 pub mod text;
 mod text_gpu;
+mod text_heap;
+mod text_torch;
 
 #[cfg(test)]
 pub(crate) mod fixture;

@@ -1,11 +1,15 @@
 //! The text report, for people: per process a header, totals per kind of memory, dropped
 //! events, then the sites holding the most memory with their stacks, a short list of the
 //! sites that churned the most while freeing everything, and for a process that used GPUs
-//! a GPU summary (`text_gpu.rs`, which also tags GPU sites with their device and space).
+//! a GPU summary (`text_gpu.rs`, which also tags GPU sites with their device and space),
+//! then the host heap over time (`text_heap.rs`). A stack with Python frames is shown from
+//! its innermost Python frame, each Python frame followed by the native code it called
+//! outside the interpreter.
 
 use crate::analysis::model::{
     Counts, Frame, OriginName, ProcessReport, ReportModel, Site, StreamStatus,
 };
+use crate::analysis::python::is_interpreter_module;
 use crate::report::human::{bytes, count};
 use crate::report::text_gpu::{site_tag, summary};
 use crate::report::Report;
@@ -158,6 +162,9 @@ impl TextReport {
         if let Some(gpu) = &p.gpu {
             summary(gpu, out)?;
         }
+        if let Some(heap) = &p.heap {
+            crate::report::text_heap::summary(heap, out)?;
+        }
         Ok(())
     }
 }
@@ -245,6 +252,9 @@ fn write_frames(s: &Site, out: &mut dyn Write) -> io::Result<()> {
     if s.frames.is_empty() {
         return writeln!(out, "{FRAME_INDENT}(no frames beyond the allocator)");
     }
+    if s.frames.iter().any(|f| f.python) {
+        return write_python_frames(&s.frames, out);
+    }
     let shown = frames_through_main(&s.frames);
     for frame in &s.frames[..shown] {
         writeln!(out, "{FRAME_INDENT}{}", frame_line(frame))?;
@@ -255,6 +265,37 @@ fn write_frames(s: &Site, out: &mut dyn Write) -> io::Result<()> {
         writeln!(
             out,
             "{FRAME_INDENT}… {hidden} start-up frame{plural} below main (in the JSON report)"
+        )?;
+    }
+    Ok(())
+}
+
+/// A stack with Python frames (innermost first): each Python frame, then the native frames
+/// it called outside the interpreter (C extensions, libraries) in call order, down to the
+/// next Python frame or the allocator. The interpreter's own frames, and everything below
+/// the outermost Python frame (interpreter start-up, thread start), are counted only.
+fn write_python_frames(frames: &[Frame], out: &mut dyn Write) -> io::Result<()> {
+    let outermost = frames.iter().rposition(|f| f.python).unwrap_or(0);
+    let mut hidden = frames.len() - outermost - 1;
+    let mut called: Vec<&Frame> = Vec::new();
+    for f in &frames[..=outermost] {
+        if f.python {
+            writeln!(out, "{FRAME_INDENT}{}", frame_line(f))?;
+            for native in called.drain(..).rev() {
+                writeln!(out, "{FRAME_INDENT}  calls {}", frame_line(native))?;
+            }
+        } else if f.module.as_deref().is_some_and(is_interpreter_module) {
+            hidden += 1;
+        } else {
+            called.push(f);
+        }
+    }
+    if hidden > 0 {
+        let plural = if hidden == 1 { "" } else { "s" };
+        writeln!(
+            out,
+            "{FRAME_INDENT}… {hidden} interpreter and start-up frame{plural} not shown (in the \
+             JSON report)"
         )?;
     }
     Ok(())
@@ -289,6 +330,7 @@ fn frame_line(f: &Frame) -> String {
     }
     match &f.module {
         Some(module) => line.push_str(&format!("  ({module})")),
+        None if f.python => line.push_str("  (python)"),
         None => line.push_str("  (no module)"),
     }
     if f.inlined {
@@ -312,6 +354,7 @@ mod tests {
                 module: None,
                 address: "0x1".into(),
                 inlined: false,
+                python: false,
             })
             .collect()
     }
@@ -380,6 +423,54 @@ mod tests {
         has("   unknown frees: 2");
         has("   note: inherited nothing: the parent's fork record never arrived");
         has("warning: a stream never said Hello");
+    }
+
+    #[test]
+    fn python_stacks_start_at_the_python_line() {
+        let native = |function: &str, module: &str| Frame {
+            function: Some(function.into()),
+            file: None,
+            line: None,
+            module: Some(module.into()),
+            address: "0x1".into(),
+            inlined: false,
+            python: false,
+        };
+        let py = |function: &str, line: u32| Frame {
+            function: Some(function.into()),
+            file: Some("app/cache.py".into()),
+            line: Some(line),
+            module: None,
+            address: "0x1a".into(),
+            inlined: false,
+            python: true,
+        };
+        let lib = "libpython3.12.so.1.0";
+        let mut model = fixture::model();
+        model.processes[0].sites[1].frames = vec![
+            native("ffi_call_unix64", "libffi.so.8"),
+            native("_ctypes_callproc", "_ctypes.so"),
+            native("_PyObject_MakeTpCall", lib),
+            py("Cache.fill", 12),
+            native("_PyFunction_Vectorcall", lib),
+            native("bridge", "_ext.so"),
+            py("<module>", 30),
+            native("Py_RunMain", lib),
+            native("main", "python3.12"),
+            native("__libc_start_main", "libc.so.6"),
+        ];
+        let text = render(&model);
+        let want = [
+            "   #2  200.00 KiB outstanding in 200 blocks (peak 200.00 KiB), 200 allocations, 0 temporary  [host · malloc]",
+            "         Cache.fill  app/cache.py:12  (python)",
+            "           calls _ctypes_callproc  (_ctypes.so)",
+            "           calls ffi_call_unix64  (libffi.so.8)",
+            "         <module>  app/cache.py:30  (python)",
+            "           calls bridge  (_ext.so)",
+            "         … 5 interpreter and start-up frames not shown (in the JSON report)",
+        ]
+        .join("\n");
+        assert!(text.contains(&want), "missing\n{want}\nin:\n{text}");
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The GPU parts of the text report: a site's bracket tag (memory and pool, and for GPU
 //! memory the device, the space where the memory is not owned, the capture mark), and the
 //! per-process GPU summary: per device what is outstanding and what address space is held,
-//! the stream-ordered pools (reserved against used) and the capture count.
+//! the stream-ordered pools (reserved against used, and over time), the capture count, and
+//! PyTorch's caching allocator (`text_torch.rs`).
 
 use crate::analysis::model::{GpuDevice, GpuReport, Memory, Site};
 use crate::report::human::{bytes, count};
+use crate::report::text_torch;
 use std::io::{self, Write};
 
 const INDENT: &str = "   ";
@@ -94,10 +96,16 @@ pub fn summary(gpu: &GpuReport, out: &mut dyn Write) -> io::Result<()> {
                 bytes(p.used_bytes),
                 state.join(", ")
             )?;
+            if let Some(trend) = text_torch::stream_pool_trend(p) {
+                writeln!(out, "{INDENT}{INDENT}{INDENT}{trend}")?;
+            }
         }
     }
     if gpu.captures > 0 {
         writeln!(out, "{INDENT}CUDA graph captures: {}", gpu.captures)?;
+    }
+    if let Some(torch) = &gpu.torch {
+        text_torch::summary(torch, out)?;
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
-//! Starting the command with the shim preloaded, and turning how it ended into an exit
-//! code: its own code, or 128 + the signal that killed it (as a shell reports it).
+//! Starting the command with the shim preloaded (and, for PyTorch block tracking, the
+//! Python helper first on `PYTHONPATH`), and turning how it ended into an exit code: its
+//! own code, or 128 + the signal that killed it (as a shell reports it).
 
-use super::ShimSettings;
+use super::{pyhelper, ShimSettings};
 use crate::error::RunError;
 use leakscope_protocol::env;
 use std::ffi::{OsStr, OsString};
@@ -9,29 +10,34 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
 
 /// Starts `command` with `LD_PRELOAD=<shim>` (before any preload already set),
-/// `LEAKSCOPE_SOCKET=<socket>` and the variables of `settings`.
+/// `LEAKSCOPE_SOCKET=<socket>` and the variables of `settings`; with `python_helper` (the
+/// folder `pyhelper::write` made) first on `PYTHONPATH` when `settings.torch_blocks`.
 pub fn spawn(
     command: &[OsString],
     shim: &Path,
     socket: &str,
     settings: &ShimSettings,
+    python_helper: Option<&Path>,
 ) -> Result<Child, RunError> {
     let (program, args) = command.split_first().ok_or(RunError::NoCommand)?;
     let preload = preload_value(shim, std::env::var_os("LD_PRELOAD").as_deref());
-    Command::new(program)
-        .args(args)
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .env("LD_PRELOAD", preload)
         .env(env::SOCKET, socket)
-        .envs(settings.env())
-        .spawn()
-        .map_err(|source| {
-            let command = program.to_string_lossy().into_owned();
-            match source.kind() {
-                std::io::ErrorKind::NotFound => RunError::CommandNotFound { command },
-                std::io::ErrorKind::PermissionDenied => RunError::CommandNotExecutable { command },
-                _ => RunError::Spawn { command, source },
-            }
-        })
+        .envs(settings.env());
+    if let Some(dir) = python_helper.filter(|_| settings.torch_blocks) {
+        let existing = std::env::var_os("PYTHONPATH");
+        cmd.env("PYTHONPATH", pyhelper::pythonpath(dir, existing.as_deref()));
+    }
+    cmd.spawn().map_err(|source| {
+        let command = program.to_string_lossy().into_owned();
+        match source.kind() {
+            std::io::ErrorKind::NotFound => RunError::CommandNotFound { command },
+            std::io::ErrorKind::PermissionDenied => RunError::CommandNotExecutable { command },
+            _ => RunError::Spawn { command, source },
+        }
+    })
 }
 
 /// `LD_PRELOAD` with the shim first.
@@ -82,6 +88,7 @@ mod tests {
             Path::new("/nonexistent.so"),
             "@x",
             &ShimSettings::default(),
+            None,
         )
         .unwrap_err();
         assert!(matches!(e, RunError::CommandNotFound { .. }), "{e}");
@@ -90,7 +97,14 @@ mod tests {
             e.to_string(),
             "/nonexistent/leakscope-no-such-command: command not found"
         );
-        let e = spawn(&[], Path::new("/x.so"), "@x", &ShimSettings::default()).unwrap_err();
+        let e = spawn(
+            &[],
+            Path::new("/x.so"),
+            "@x",
+            &ShimSettings::default(),
+            None,
+        )
+        .unwrap_err();
         assert!(matches!(e, RunError::NoCommand));
     }
 

@@ -6,8 +6,10 @@
 //! - [`socket`]: the listening socket.
 //! - [`signals`]: outliving Ctrl-C and forwarding SIGINT / SIGTERM to the command.
 //! - [`child`]: starting the command, its exit code.
+//! - [`pyhelper`]: the Python helper for PyTorch block tracking.
 
 pub mod child;
+pub mod pyhelper;
 pub mod shim;
 pub mod signals;
 pub mod socket;
@@ -54,6 +56,9 @@ pub struct ShimSettings {
     pub interval: Duration,
     /// Python frames in stacks (`LEAKSCOPE_PYTHON`).
     pub python: bool,
+    /// With Python frames, every native frame too, not only those inside the innermost
+    /// eval loop (`LEAKSCOPE_PYTHON=full`).
+    pub python_full_native: bool,
     /// Block-level tracking of PyTorch's CUDA caching allocator (`LEAKSCOPE_TORCH_BLOCKS`).
     pub torch_blocks: bool,
 }
@@ -64,12 +69,23 @@ impl Default for ShimSettings {
             track: Track::All,
             interval: Duration::from_millis(leakscope_protocol::env::DEFAULT_INTERVAL_MS),
             python: true,
+            python_full_native: false,
             torch_blocks: true,
         }
     }
 }
 
 impl ShimSettings {
+    /// These settings with what leakscope's own environment switches off:
+    /// `LEAKSCOPE_TORCH_BLOCKS=0` works like `--no-torch-blocks`.
+    pub fn with_environment(self) -> ShimSettings {
+        let off = std::env::var_os(leakscope_protocol::env::TORCH_BLOCKS).is_some_and(|v| v == "0");
+        ShimSettings {
+            torch_blocks: self.torch_blocks && !off,
+            ..self
+        }
+    }
+
     /// The environment variables that carry these settings.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         use leakscope_protocol::env;
@@ -80,7 +96,14 @@ impl ShimSettings {
                 env::INTERVAL_MS,
                 self.interval.as_millis().max(1).to_string(),
             ),
-            (env::PYTHON, flag(self.python)),
+            (
+                env::PYTHON,
+                match (self.python, self.python_full_native) {
+                    (false, _) => "0".to_string(),
+                    (true, false) => "1".to_string(),
+                    (true, true) => "full".to_string(),
+                },
+            ),
             (env::TORCH_BLOCKS, flag(self.torch_blocks)),
         ]
     }
@@ -143,9 +166,21 @@ pub fn run(opts: &RunOptions, report: &mut dyn Write) -> Result<RunOutcome, RunE
     let signals = signals::install().map_err(RunError::Signals)?;
     let mut pipeline = Pipeline::start(opts.state)?;
     let mut warnings = Vec::new();
-    let child = match child::spawn(&opts.command, &shim, &listener.env_value(), &opts.shim) {
+    let settings = opts.shim.with_environment();
+    let helper = python_helper(&settings, &dir, &mut warnings);
+    let spawned = child::spawn(
+        &opts.command,
+        &shim,
+        &listener.env_value(),
+        &settings,
+        helper.as_deref(),
+    );
+    let child = match spawned {
         Ok(c) => c,
         Err(e) => {
+            if let Some(h) = &helper {
+                pyhelper::remove(h);
+            }
             drop(pipeline.finish());
             if recording.created_dir() {
                 recording.remove_if_unused();
@@ -188,6 +223,28 @@ pub fn run(opts: &RunOptions, report: &mut dyn Write) -> Result<RunOutcome, RunE
         dir,
         warnings,
     })
+}
+
+/// Writes the PyTorch helper into the recording when block tracking is on; a failure is a
+/// warning and leaves block tracking off.
+fn python_helper(
+    settings: &ShimSettings,
+    dir: &Path,
+    warnings: &mut Vec<String>,
+) -> Option<PathBuf> {
+    if !settings.torch_blocks {
+        return None;
+    }
+    match pyhelper::write(dir) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            warnings.push(format!(
+                "cannot write the PyTorch helper into {}: {e}; PyTorch blocks are not tracked",
+                dir.display()
+            ));
+            None
+        }
+    }
 }
 
 /// Accepts connections until the command has exited and every stream is closed, or the

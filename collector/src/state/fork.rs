@@ -1,12 +1,14 @@
 //! Fork snapshots: what a parent held at a `Fork` record, and seeding a child's process
 //! from it. The child gets the parent's outstanding blocks (they count as outstanding for
-//! the child's sites, but not as its allocations) and the stacks and modules the parent had
-//! defined by then.
+//! the child's sites, but not as its allocations) and the stacks (with their Python parts),
+//! modules and Python code objects the parent had defined by then.
 //!
 //! Stack ids belong to one stream, and the child's stream numbers its own stacks from the
 //! start again, so inherited stacks get ids of their own in the child: counting down from
 //! `u32::MAX`, far from the child's (which count up from 0). Module ids come from the
-//! process's module list, which the child inherits: they keep their ids.
+//! process's module list, which the child inherits: they keep their ids. Python code keys
+//! name code objects in the memory the child inherits, so they keep theirs too (a
+//! definition the child's stream sends for such a key replaces the inherited one).
 
 use crate::state::hash::FxHashMap;
 use crate::state::live::{Block, BlockKey};
@@ -25,6 +27,7 @@ pub(crate) struct Snapshot {
     /// How many of the parent's stack (module) definitions existed at the fork.
     stacks: usize,
     modules: usize,
+    codes: usize,
 }
 
 impl Snapshot {
@@ -36,6 +39,7 @@ impl Snapshot {
             pieces: live.maps.pieces_at(ts.0),
             stacks: live.stack_order.len(),
             modules: live.module_order.len(),
+            codes: live.code_order.len(),
         }
     }
 
@@ -54,6 +58,17 @@ impl Snapshot {
                 let new = ids.get(*id);
                 cp.stacks.insert(new, frames.clone());
                 cl.stack_order.push(new);
+                if let Some(python) = pp.python_stacks.get(id) {
+                    cp.python_stacks.insert(new, python.clone());
+                }
+            }
+        }
+        for key in pl.code_order.iter().take(self.codes) {
+            if let Some(code) = pp.py_codes.get(key) {
+                if cp.py_codes.insert(*key, code.clone()).is_none() {
+                    cl.code_order.push(*key);
+                    cl.inherited_codes.insert(*key);
+                }
             }
         }
         for id in pl.module_order.iter().take(self.modules) {

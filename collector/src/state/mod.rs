@@ -10,19 +10,25 @@
 //! `sites.rs` the statistics updates, `hash.rs` the tables' hasher. GPU accounting is kept
 //! apart from the host tables: `gpu.rs` applies GPU records to the GPU tables (`live.rs` and
 //! `mapped.rs` again, `handles.rs` for refcounted handles, `capture.rs` for capture windows)
-//! and `pools.rs` keeps the stream-ordered pools' readings.
+//! and `pools.rs` keeps the stream-ordered pools' readings. `heap.rs` keeps the host heap
+//! readings over time. `torch.rs` follows PyTorch's caching allocator block by block
+//! (with `torch_figures.rs` for its pools' figures and `series.rs` for bounded series).
 
 mod capture;
 mod fork;
 mod gpu;
 mod handles;
 mod hash;
+mod heap;
 mod live;
 mod mapped;
 mod pools;
 mod process;
 mod route;
+mod series;
 mod sites;
+mod torch;
+mod torch_figures;
 
 #[cfg(test)]
 mod gpu_tests;
@@ -30,15 +36,22 @@ mod gpu_tests;
 mod tests;
 
 use leakscope_protocol::{
-    Api, DeviceOrdinal, Dropped, GpuSpace, Hello, MemoryKind, ModuleId, ModuleMap, Pid,
-    RuntimeAddr, StackId, Timestamp,
+    Api, CodeKey, DeviceOrdinal, Dropped, GpuSpace, Hello, MemoryKind, ModuleId, ModuleMap, Pid,
+    PyCode, PyFrame, RuntimeAddr, StackId, Timestamp,
 };
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::Arc;
 
 pub use gpu::GpuState;
 pub use hash::{FxHashMap, FxHashSet, FxHasher};
-pub use pools::PoolState;
+pub use heap::{HeapPoint, HeapSeries};
+#[cfg(test)]
+pub(crate) use live::Horizon;
+pub use pools::{PoolReading, PoolState};
+pub use series::Series;
+pub use torch::{BlockSiteKey, BlockSiteStats, Placement, TorchCounts, TorchReading, TorchTrack};
+pub use torch_figures::{figures as torch_figures, PoolFigures, PoolKey};
 
 /// A call site as the state knows it: one distinct stack, memory kind and (for GPU memory)
 /// device, address space, ownership, capture mark and api. Analysis merges sites whose
@@ -214,6 +227,9 @@ pub struct Anomalies {
     pub extra_hellos: u64,
     /// Stack definitions that gave a defined id other frames (the first definition stays).
     pub stack_redefinitions: u64,
+    /// Python code definitions that gave a defined key another code object (the first
+    /// definition stays).
+    pub code_redefinitions: u64,
     /// Sites whose stack id was never defined (set when the stream is finished).
     pub undefined_stacks: u64,
     /// Unloads of module ids never loaded.
@@ -240,6 +256,11 @@ pub struct ProcessState {
     /// were loaded still refer to them); see `unloaded_modules`.
     pub modules: FxHashMap<ModuleId, ModuleMap>,
     pub stacks: FxHashMap<StackId, Vec<RuntimeAddr>>,
+    /// The Python part of the stacks recorded while Python code ran (innermost first,
+    /// split into evaluation-loop segments); stacks without one are not listed.
+    pub python_stacks: FxHashMap<StackId, Vec<PyFrame>>,
+    /// The Python code objects the stacks name (own and inherited at fork).
+    pub py_codes: FxHashMap<CodeKey, Arc<PyCode>>,
     /// Looked up for every allocation and free: a fast hasher, not SipHash.
     pub sites: FxHashMap<SiteKey, SiteStats>,
     /// Latest cumulative drop counts reported by the shim.
@@ -261,6 +282,11 @@ pub struct ProcessState {
     /// What the process did with GPUs beyond its sites (pools, captures); `None` while it
     /// has sent no GPU record. A fork child starts without (CUDA does not survive fork).
     pub gpu: Option<GpuState>,
+    /// PyTorch's CUDA caching allocator, block by block (`torch.rs`); `None` while no
+    /// PyTorch record came. Not inherited at fork.
+    pub torch: Option<TorchTrack>,
+    /// The host heap readings (glibc arenas, resident memory) over time.
+    pub heap: HeapSeries,
 }
 
 impl ProcessState {
@@ -270,6 +296,8 @@ impl ProcessState {
             hello,
             modules: FxHashMap::default(),
             stacks: FxHashMap::default(),
+            python_stacks: FxHashMap::default(),
+            py_codes: FxHashMap::default(),
             sites: FxHashMap::default(),
             dropped: Dropped::default(),
             unknown_frees: 0,
@@ -280,6 +308,8 @@ impl ProcessState {
             anomalies: Anomalies::default(),
             notes: Vec::new(),
             gpu: None,
+            torch: None,
+            heap: HeapSeries::default(),
         }
     }
 }

@@ -1,12 +1,22 @@
 //! Stream-ordered pools (`cudaMemPool_t`) as their [`PoolEvent`]s describe them: per pool
 //! handle the newest reading of its reserved and used bytes, whether the program created it
 //! and whether it was destroyed, and how many readings came. Events are placed by their
-//! timestamps, so a late one does not overwrite a newer reading.
+//! timestamps, so a late one does not overwrite a newer reading. Every reading also goes
+//! into a bounded series (reserved against used over time), in arrival order.
 
+use crate::state::series::Series;
 use leakscope_protocol::{DeviceOrdinal, PoolAction, PoolEvent, Timestamp};
 
-/// One stream-ordered pool.
+/// One reading of a stream-ordered pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolReading {
+    pub ts: Timestamp,
+    pub reserved: u64,
+    pub used: u64,
+}
+
+/// One stream-ordered pool.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PoolState {
     /// The device of the newest event that named one.
     pub device: Option<DeviceOrdinal>,
@@ -25,6 +35,8 @@ pub struct PoolState {
     pub last_ts: Timestamp,
     /// Timestamp of the newest `Created` or `Destroyed` event.
     pub lifecycle_ts: Option<Timestamp>,
+    /// The readings over time, thinned evenly on long runs, in arrival order.
+    pub series: Series<PoolReading>,
 }
 
 impl PoolState {
@@ -32,6 +44,11 @@ impl PoolState {
     pub fn apply(&mut self, event: &PoolEvent) {
         let newest = self.readings == 0 || event.ts >= self.last_ts;
         self.readings = self.readings.saturating_add(1);
+        self.series.push(PoolReading {
+            ts: event.ts,
+            reserved: event.reserved,
+            used: event.used,
+        });
         if newest {
             self.last_ts = event.ts;
             self.reserved_bytes = event.reserved;

@@ -1,16 +1,19 @@
-//! Applying one record to one process: modules, stacks, the live tables (through which the
-//! site statistics change), drop counts and the end of the stream. GPU records (and frees
-//! whose api names a GPU space) go to the GPU tables, `gpu.rs`. `Hello` and routing are
-//! `route.rs`'s; a `Fork` record is handed back as a snapshot for it.
+//! Applying one record to one process: modules, stacks (with their Python parts), Python
+//! code definitions, the live tables (through which the site statistics change), drop
+//! counts and the end of the stream. GPU records (and frees whose api names a GPU space) go
+//! to the GPU tables, `gpu.rs`. `Hello` and routing are `route.rs`'s; a `Fork` record is
+//! handed back as a snapshot for it.
 
 use crate::state::fork::Snapshot;
 use crate::state::gpu::{Applied, GpuLive};
 use crate::state::live::{AddrSpace, Block, BlockKey, Horizon, LiveTable, Tally};
 use crate::state::mapped::MappedTable;
 use crate::state::sites::SiteBook;
+use crate::state::FxHashSet;
 use crate::state::{ProcessState, SiteKey, StateOptions, StreamEnd};
-use leakscope_protocol::{MemoryKind, ModuleId, Record, StackId, Timestamp};
+use leakscope_protocol::{CodeKey, MemoryKind, ModuleId, PyCode, Record, StackId, Timestamp};
 use std::collections::hash_map::Entry;
+use std::sync::Arc;
 
 /// The private side of a [`ProcessState`]: its live tables and what routing needs.
 #[derive(Debug, Default)]
@@ -21,9 +24,13 @@ pub(crate) struct ProcLive {
     pub maps: MappedTable,
     /// GPU memory and address spaces (never inherited at fork).
     pub gpu: GpuLive,
-    /// Stack and module ids in order of definition (fork snapshots take a prefix).
+    /// Stack and module ids and Python code keys in order of definition (fork snapshots
+    /// take a prefix).
     pub stack_order: Vec<StackId>,
     pub module_order: Vec<ModuleId>,
+    pub code_order: Vec<CodeKey>,
+    /// Code keys inherited at fork and not defined by this stream yet.
+    pub inherited_codes: FxHashSet<CodeKey>,
     /// The transport ended (`end_stream` was applied).
     pub closed: bool,
     /// The tables were settled for good (unknown frees counted).
@@ -116,17 +123,31 @@ impl ProcLive {
                 let horizon = Self::horizon(p, opts);
                 self.gpu.capture(&c, p.gpu.get_or_insert_default(), horizon);
             }
-            Record::PyCode(_) => {}
-            Record::Heap(_) => {}
-            Record::TorchBlock(_) => {}
-            Record::TorchState(_) => {}
+            Record::PyCode(c) => self.define_code(p, c),
+            Record::Heap(h) => {
+                let live = crate::state::heap::live_host(&p.sites);
+                p.heap.push(h, live);
+            }
+            Record::TorchBlock(b) => {
+                let horizon = Self::horizon(p, opts);
+                let track = p.torch.get_or_insert_default();
+                track.block(&b, horizon, opts.temporary_ns);
+            }
+            Record::TorchState(s) => {
+                let horizon = Self::horizon(p, opts);
+                p.torch.get_or_insert_default().state(s, horizon);
+            }
             Record::Stack(s) => match p.stacks.entry(s.id) {
                 Entry::Vacant(v) => {
                     self.stack_order.push(s.id);
                     v.insert(s.frames);
+                    if !s.python.is_empty() {
+                        p.python_stacks.insert(s.id, s.python);
+                    }
                 }
                 Entry::Occupied(o) => {
-                    if *o.get() != s.frames {
+                    let python = p.python_stacks.get(&s.id).map_or(&[][..], Vec::as_slice);
+                    if *o.get() != s.frames || python != s.python.as_slice() {
                         p.anomalies.stack_redefinitions += 1;
                     }
                 }
@@ -157,6 +178,24 @@ impl ProcLive {
         }
         Self::add(p, tally);
         forked
+    }
+
+    /// Keeps a Python code definition. A key defined by this stream before keeps its first
+    /// definition (another one is counted); one inherited at fork yields to the child's.
+    fn define_code(&mut self, p: &mut ProcessState, code: PyCode) {
+        match p.py_codes.entry(code.key) {
+            Entry::Vacant(v) => {
+                self.code_order.push(code.key);
+                v.insert(Arc::new(code));
+            }
+            Entry::Occupied(mut o) => {
+                if self.inherited_codes.remove(&code.key) {
+                    o.insert(Arc::new(code));
+                } else if **o.get() != code {
+                    p.anomalies.code_redefinitions += 1;
+                }
+            }
+        }
     }
 
     /// Counts a GPU record that changed nothing.

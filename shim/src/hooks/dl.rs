@@ -57,6 +57,7 @@ fn loaded(handle: *mut c_void) -> *mut c_void {
     if !handle.is_null() {
         if let Some(_g) = Guard::enter() {
             unwind::on_dlopen();
+            crate::python::discover::after_dlopen(handle);
         }
     }
     handle

@@ -1,7 +1,8 @@
 //! Recording on the hooking thread: the reentrancy guard, and appending events (with the
-//! stack definitions they need) to the thread's slot. The hot path takes no lock but the
-//! slot's uncontended flag, makes no system call and allocates nothing after a thread's
-//! first event.
+//! stack and Python code definitions they need) to the thread's slot. A stack is the
+//! native unwind followed by the Python frames (`crate::python`), hashed together. The hot
+//! path takes no lock but the slot's uncontended flag, makes no system call and allocates
+//! nothing after a thread's first event.
 
 pub mod clock;
 pub mod raw;
@@ -10,6 +11,7 @@ pub mod stack;
 pub mod thread;
 
 use crate::channel::Submitted;
+use crate::python;
 use crate::session::{self, Session};
 use leakscope_protocol::{Api, MemoryKind, PoolAction};
 use raw::{Loss, RawEvent, NO_DEVICE};
@@ -82,6 +84,9 @@ impl Guard {
     /// Records memory given back. `ts` is taken before the real call.
     #[inline]
     pub fn free(&self, addr: u64, len: u64, kind: MemoryKind, api: Api, ts: u64) {
+        // Before the program's free goes ahead: it may be the interpreter freeing thread
+        // states at shutdown, which Python frame walks must no longer read.
+        python::walk::before_free();
         let tid = self.t.tid();
         self.record(RawEvent::Free {
             tid,
@@ -149,6 +154,22 @@ impl Guard {
         });
     }
 
+    /// Records a PyTorch caching-allocator block handed out (with the calling thread's
+    /// stack) or taken back.
+    pub fn torch_block(&self, addr: u64, alloc: bool) {
+        let Some(s) = session::current() else { return };
+        let tid = self.t.tid();
+        let ts = clock::now();
+        let ev = |stack| RawEvent::TorchBlock {
+            tid,
+            alloc,
+            addr,
+            stack,
+            ts,
+        };
+        self.push_here(s, alloc, ev);
+    }
+
     /// Records the parent's side of a fork.
     pub fn fork(&self, child: u32, ts: u64) {
         let tid = self.t.tid();
@@ -168,22 +189,37 @@ impl Guard {
     #[inline]
     fn push_here(&self, s: &'static Session, stack: bool, ev: impl FnOnce(u64) -> RawEvent) {
         // SAFETY: we hold the guard (see `ThreadState::ctx`); the reference dies with it.
-        let (slot, cache, frames): (&Slot, _, &[u64]) = match unsafe { self.t.ctx(s).as_mut() } {
-            Some(ctx) => {
-                let n = match ctx.unwinder.as_mut() {
-                    Some(u) if stack => u.capture(&mut ctx.scratch),
-                    _ => 0,
-                };
-                (
-                    ctx.slot,
-                    Some(&mut ctx.cache),
-                    &ctx.scratch[..n.min(ctx.scratch.len())],
-                )
-            }
-            None => (s.registry.orphan(), None, &[]),
+        let Some(ctx) = (unsafe { self.t.ctx(s).as_mut() }) else {
+            let stack = stack.then(|| Captured::native(&[]));
+            let hash = stack.map_or(0, |c| c.hash);
+            return push(s, s.registry.orphan(), None, ev(hash), stack);
         };
-        let stack = stack.then(|| (stack_hash(frames), frames));
-        push(s, slot, cache, ev(stack.map_or(0, |(h, _)| h)), stack);
+        if !stack {
+            return push(s, ctx.slot, Some(&mut ctx.cache), ev(0), None);
+        }
+        let native = ctx.native.min(ctx.scratch.len());
+        let stop = python::walk::native_stop().filter(|_| !s.config.python_full_native);
+        let n = match (ctx.unwinder.as_mut(), stop) {
+            (Some(u), Some(stop)) => u.capture_until(&mut ctx.scratch[..native], stop),
+            (Some(u), None) => u.capture(&mut ctx.scratch[..native]),
+            (None, _) => 0,
+        }
+        .min(native);
+        // Held until the code definitions are copied: the interpreter's shutdown waits
+        // for it before freeing thread states.
+        let (py, _gate) = python::walk::capture(
+            &mut ctx.scratch[n..],
+            &mut ctx.py_codes,
+            self.t.tid() as usize,
+        );
+        let words = &ctx.scratch[..n + py];
+        let c = Captured {
+            hash: stack_hash(words, py),
+            words,
+            py,
+            codes: &ctx.py_codes,
+        };
+        push(s, ctx.slot, Some(&mut ctx.cache), ev(c.hash), Some(c));
     }
 
     /// Hands this thread's pending events to the sender now (waiting per the full-channel
@@ -207,38 +243,91 @@ impl Drop for Guard {
     }
 }
 
-/// Appends `ev` to `slot`, preceded by the definition of its stack when `cache` (the
-/// thread's, `None` for the orphan slot) does not know the stack yet.
+/// A captured stack: its hash, its words (native frames, then `py` Python frame words)
+/// and the code object of each Python `Code` frame, in order.
+#[derive(Clone, Copy)]
+struct Captured<'a> {
+    hash: u64,
+    words: &'a [u64],
+    py: usize,
+    codes: &'a [u64],
+}
+
+impl<'a> Captured<'a> {
+    fn native(frames: &'a [u64]) -> Captured<'a> {
+        Captured {
+            hash: stack_hash(frames, 0),
+            words: frames,
+            py: 0,
+            codes: &[],
+        }
+    }
+}
+
+/// Appends `ev` to `slot`, preceded by the definition of its stack (and of the Python
+/// code objects it names) when `cache` (the thread's, `None` for the orphan slot) does
+/// not know them yet.
 #[inline]
 fn push(
     s: &Session,
     slot: &Slot,
     mut cache: Option<&mut StackCache>,
     ev: RawEvent,
-    stack: Option<(u64, &[u64])>,
+    stack: Option<Captured<'_>>,
 ) {
     let mut l = slot.lock();
     let mut define = match (stack, cache.as_deref()) {
         (None, _) => false,
-        (Some((h, _)), Some(c)) => !c.contains(h),
+        (Some(c), Some(cache)) => !cache.contains(c.hash),
         (Some(_), None) => true,
     };
-    let frames = stack.map_or(0, |(_, f)| f.len());
-    let need = |define: bool| if define { (2, frames) } else { (1, 0) };
-    let room = l.batch().as_ref().is_some_and(|b| {
-        let (e, f) = need(define);
-        b.has_room(e, f)
-    });
-    if !room && !rotate(s, &mut l, &mut cache, &mut define, stack.is_some()) {
-        s.channel.drops.add(Loss::of(&ev));
-        return;
+    let frames = stack.map_or(0, |c| c.words.len());
+    // Each pass either succeeds or follows a dropped batch (which empties the caches, so
+    // everything is defined again in a fresh batch); a third drop in a row gives up.
+    let mut passes = 0;
+    loop {
+        passes += 1;
+        if passes > 3 {
+            s.channel.drops.add(Loss::of(&ev));
+            return;
+        }
+        if let (true, Some(c), Some(cache)) = (define, stack, cache.as_deref_mut()) {
+            if c.py > 0 {
+                match define_codes(s, &mut l, cache, c) {
+                    Rotated::Fresh => {}
+                    Rotated::AfterDrop => continue,
+                    Rotated::Failed => {
+                        s.channel.drops.add(Loss::of(&ev));
+                        return;
+                    }
+                }
+            }
+        }
+        let (e, f) = if define { (2, frames) } else { (1, 0) };
+        if l.batch().as_ref().is_some_and(|b| b.has_room(e, f)) {
+            break;
+        }
+        match rotate(s, &mut l, cache.as_deref_mut()) {
+            Rotated::Fresh => break,
+            Rotated::AfterDrop => {
+                define = stack.is_some();
+                if stack.is_some_and(|c| c.py > 0) {
+                    continue;
+                }
+                break;
+            }
+            Rotated::Failed => {
+                s.channel.drops.add(Loss::of(&ev));
+                return;
+            }
+        }
     }
     let Some(b) = l.batch().as_mut() else { return };
     if define {
-        if let Some((h, f)) = stack {
-            b.push_stack(h, f);
-            if let Some(c) = cache.as_mut() {
-                c.insert(h);
+        if let Some(c) = stack {
+            b.push_stack(c.hash, c.words, c.py);
+            if let Some(cache) = cache.as_mut() {
+                cache.insert(c.hash);
             }
         }
     }
@@ -246,30 +335,81 @@ fn push(
     l.mark_dirty();
 }
 
-/// Replaces the slot's full (or stolen) batch with an empty one, sending the full one.
-/// False when no empty batch could be had (memory exhausted).
+/// Appends the definitions of the code objects `c` names that `cache` does not know, each
+/// in a batch with room for it (rotating as need be). `Fresh` when all are in.
 #[cold]
 #[inline(never)]
-fn rotate(
+fn define_codes(
     s: &Session,
     l: &mut slot::Locked<'_>,
-    cache: &mut Option<&mut StackCache>,
-    define: &mut bool,
-    has_stack: bool,
-) -> bool {
+    cache: &mut StackCache,
+    c: Captured<'_>,
+) -> Rotated {
+    let Some(layout) = python::discover::layout() else {
+        return Rotated::Fresh;
+    };
+    let py_words = &c.words[c.words.len() - c.py..];
+    for (key, &code) in python::keys(py_words).zip(c.codes) {
+        if cache.has_code(key) {
+            continue;
+        }
+        let code = code as usize;
+        // SAFETY: `code` was read from one of this thread's live frames during this hook,
+        // and the frame (which holds a reference to it) is still there: only this thread
+        // runs its frames, and it is here. The walk's gate is still held, so interpreter
+        // shutdown has not freed anything yet.
+        let bound = unsafe { python::code::size_bound(layout, code) };
+        if !l.batch().as_ref().is_some_and(|b| b.has_room_bytes(bound)) {
+            match rotate(s, l, Some(&mut *cache)) {
+                Rotated::Fresh => {}
+                other => return other,
+            }
+        }
+        let Some(b) = l.batch().as_mut() else {
+            return Rotated::Failed;
+        };
+        // SAFETY: as above; `write` appends at most `bound` bytes.
+        b.push_code(key, bound, |out| unsafe {
+            python::code::write(layout, code, out)
+        });
+        cache.insert_code(key);
+        l.mark_dirty();
+    }
+    Rotated::Fresh
+}
+
+/// What became of a rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rotated {
+    /// An empty batch is in place; the full one was sent (definitions still valid).
+    Fresh,
+    /// An empty batch is in place, but the full one was dropped and the caches cleared.
+    AfterDrop,
+    /// No empty batch could be had (memory exhausted).
+    Failed,
+}
+
+/// Replaces the slot's full (or stolen) batch with an empty one, sending the full one.
+#[cold]
+#[inline(never)]
+fn rotate(s: &Session, l: &mut slot::Locked<'_>, cache: Option<&mut StackCache>) -> Rotated {
     let saved = thread::errno::get();
-    if send_taken(s, l) {
+    let dropped = send_taken(s, l);
+    if dropped {
         // The dropped batch may have carried definitions this cache vouches for.
-        if let Some(c) = cache.as_mut() {
+        if let Some(c) = cache {
             c.clear();
         }
-        *define = has_stack;
     }
     let fresh = s.channel.fresh_batch();
     let ok = fresh.is_some();
     *l.batch() = fresh;
     thread::errno::set(saved);
-    ok
+    match (ok, dropped) {
+        (false, _) => Rotated::Failed,
+        (true, false) => Rotated::Fresh,
+        (true, true) => Rotated::AfterDrop,
+    }
 }
 
 /// Takes the slot's batch and hands it to the sender (an empty one goes back to the pool).

@@ -1,6 +1,6 @@
 //! Raw events and the batches that carry them from a hooking thread to the sender thread:
 //! small fixed-size structs appended without allocation, plus a frame area for the stacks
-//! that the batch defines.
+//! that the batch defines and a byte area for the Python code objects it defines.
 
 use leakscope_protocol::{Api, MemoryKind, PoolAction};
 
@@ -11,6 +11,8 @@ pub const NO_DEVICE: u8 = u8::MAX;
 pub const EVENT_CAP: usize = 4096;
 /// Stack frames a batch holds (its stack definitions' frames, back to back).
 pub const FRAME_CAP: usize = 8192;
+/// Bytes of Python code definitions a batch holds (back to back).
+pub const BYTE_CAP: usize = 128 * 1024;
 
 /// One event as a hooking thread records it. Timestamps are raw clock readings
 /// (`record::clock`); the sender converts them.
@@ -36,9 +38,18 @@ pub enum RawEvent {
         len: u64,
         ts: u64,
     },
-    /// Defines the stack `hash`: `len` frames at `first` in this batch's frame area.
+    /// Defines the stack `hash`: `len` native frames at `first` in this batch's frame
+    /// area, followed there by `py` words of Python frames (`crate::python`'s format).
     Stack {
         hash: u64,
+        first: u32,
+        len: u32,
+        py: u32,
+    },
+    /// Defines the Python code object `key`: `len` bytes at `first` in this batch's byte
+    /// area (`python::code`'s format).
+    Code {
+        key: u64,
         first: u32,
         len: u32,
     },
@@ -63,10 +74,22 @@ pub enum RawEvent {
         begin: bool,
         ts: u64,
     },
+    /// A PyTorch caching-allocator block handed out (`alloc`, with the stack) or taken
+    /// back, as the shim's C API was told.
+    TorchBlock {
+        tid: u32,
+        alloc: bool,
+        addr: u64,
+        stack: u64,
+        ts: u64,
+    },
 }
 
 const _: () = assert!(std::mem::size_of::<RawEvent>() <= 40);
-const _: () = assert!(FRAME_CAP >= 4 * crate::env::MAX_FRAMES_LIMIT);
+const _: () =
+    assert!(FRAME_CAP >= 4 * (crate::env::MAX_FRAMES_LIMIT + crate::python::PY_WORDS_MAX));
+// Any one code definition fits in an empty batch.
+const _: () = assert!(BYTE_CAP >= crate::python::code::MAX_DEF);
 
 /// What dropping a batch loses, for the `Dropped` counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -77,8 +100,8 @@ pub struct Loss {
 }
 
 impl Loss {
-    /// What dropping `e` loses (nothing for stack definitions, forks, pool readings and
-    /// capture marks).
+    /// What dropping `e` loses (nothing for stack and code definitions, forks, pool
+    /// readings, capture marks and PyTorch blocks, which hold no memory of their own).
     pub fn of(e: &RawEvent) -> Loss {
         match *e {
             RawEvent::Alloc { size, .. } => Loss {
@@ -92,9 +115,11 @@ impl Loss {
                 frees: 1,
             },
             RawEvent::Stack { .. }
+            | RawEvent::Code { .. }
             | RawEvent::Fork { .. }
             | RawEvent::Pool { .. }
-            | RawEvent::Capture { .. } => Loss::default(),
+            | RawEvent::Capture { .. }
+            | RawEvent::TorchBlock { .. } => Loss::default(),
         }
     }
 
@@ -110,6 +135,7 @@ impl Loss {
 pub struct Batch {
     events: Vec<RawEvent>,
     frames: Vec<u64>,
+    bytes: Vec<u8>,
 }
 
 impl Batch {
@@ -120,13 +146,25 @@ impl Batch {
         events.try_reserve_exact(EVENT_CAP).ok()?;
         let mut frames = Vec::new();
         frames.try_reserve_exact(FRAME_CAP).ok()?;
-        crate::alloc::try_box(Batch { events, frames })
+        let mut bytes = Vec::new();
+        bytes.try_reserve_exact(BYTE_CAP).ok()?;
+        crate::alloc::try_box(Batch {
+            events,
+            frames,
+            bytes,
+        })
     }
 
     /// Whether `events` more events and `frames` more frames fit.
     #[inline]
     pub fn has_room(&self, events: usize, frames: usize) -> bool {
         self.events.len() + events <= EVENT_CAP && self.frames.len() + frames <= FRAME_CAP
+    }
+
+    /// Whether one more event with `bytes` more bytes of definition fits.
+    #[inline]
+    pub fn has_room_bytes(&self, bytes: usize) -> bool {
+        self.events.len() < EVENT_CAP && self.bytes.len() + bytes <= BYTE_CAP
     }
 
     /// Appends an event; the caller checked `has_room(1, 0)`.
@@ -136,16 +174,34 @@ impl Batch {
         self.events.push(e);
     }
 
-    /// Appends a stack definition; the caller checked `has_room(1, frames.len())`.
+    /// Appends a stack definition: `frames` holds the native frames, then `py` words of
+    /// Python frames; the caller checked `has_room(1, frames.len())`.
     #[inline]
-    pub fn push_stack(&mut self, hash: u64, frames: &[u64]) {
-        debug_assert!(self.has_room(1, frames.len()));
+    pub fn push_stack(&mut self, hash: u64, frames: &[u64], py: usize) {
+        debug_assert!(self.has_room(1, frames.len()) && py <= frames.len());
         let first = self.frames.len() as u32;
         self.frames.extend_from_slice(frames);
         self.events.push(RawEvent::Stack {
             hash,
             first,
-            len: frames.len() as u32,
+            len: (frames.len() - py) as u32,
+            py: py as u32,
+        });
+    }
+
+    /// Appends the definition of code object `key`, which `write` appends to the byte
+    /// area it is given; the caller checked `has_room_bytes(bound)`, and `write` appends
+    /// at most `bound` bytes (more would be cut off, the area never grows).
+    #[inline]
+    pub fn push_code(&mut self, key: u64, bound: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        debug_assert!(self.has_room_bytes(bound));
+        let first = self.bytes.len();
+        write(&mut self.bytes);
+        self.bytes.truncate(first + bound.min(BYTE_CAP - first));
+        self.events.push(RawEvent::Code {
+            key,
+            first: first as u32,
+            len: (self.bytes.len() - first) as u32,
         });
     }
 
@@ -167,10 +223,17 @@ impl Batch {
         self.frames.get(first..first + len).unwrap_or(&[])
     }
 
+    /// The bytes of a `Code` event of this batch (empty if out of range).
+    pub fn bytes(&self, first: u32, len: u32) -> &[u8] {
+        let (first, len) = (first as usize, len as usize);
+        self.bytes.get(first..first + len).unwrap_or(&[])
+    }
+
     /// Empties the batch, keeping its memory.
     pub fn clear(&mut self) {
         self.events.clear();
         self.frames.clear();
+        self.bytes.clear();
     }
 
     /// The allocations and frees this batch carries.
@@ -213,12 +276,54 @@ mod tests {
         assert!(b.has_room(1, FRAME_CAP));
         assert!(!b.has_room(1, FRAME_CAP + 1));
         let evc = b.events.capacity();
-        b.push_stack(9, &[1, 2, 3]);
-        b.push_stack(10, &[4]);
+        b.push_stack(9, &[1, 2, 3], 0);
+        b.push_stack(10, &[4, 7, 8], 2);
         assert_eq!(b.frames(0, 3), &[1, 2, 3]);
         assert_eq!(b.frames(3, 1), &[4]);
         assert_eq!(b.frames(3, 5), &[] as &[u64]);
+        assert_eq!(
+            b.events()[1],
+            RawEvent::Stack {
+                hash: 10,
+                first: 3,
+                len: 1,
+                py: 2
+            }
+        );
         assert_eq!(b.events.capacity(), evc, "a batch never reallocates");
+    }
+
+    #[test]
+    fn code_definitions_fill_the_byte_area_without_growing_it() {
+        let mut b = Batch::try_new().unwrap();
+        let cap = b.bytes.capacity();
+        assert!(b.has_room_bytes(BYTE_CAP));
+        assert!(!b.has_room_bytes(BYTE_CAP + 1));
+        b.push_code(5, 4, |v| v.extend_from_slice(b"abc"));
+        // A writer that overshoots its bound is cut back to it.
+        b.push_code(6, 2, |v| v.extend_from_slice(b"xyz"));
+        assert_eq!(
+            b.events(),
+            &[
+                RawEvent::Code {
+                    key: 5,
+                    first: 0,
+                    len: 3
+                },
+                RawEvent::Code {
+                    key: 6,
+                    first: 3,
+                    len: 2
+                }
+            ]
+        );
+        assert_eq!(b.bytes(0, 3), b"abc");
+        assert_eq!(b.bytes(3, 2), b"xy");
+        assert_eq!(b.bytes(4, 2), b"" as &[u8]);
+        assert!(b.has_room_bytes(BYTE_CAP - 5) && !b.has_room_bytes(BYTE_CAP - 4));
+        b.clear();
+        assert!(b.has_room_bytes(BYTE_CAP));
+        assert_eq!(b.bytes.capacity(), cap);
     }
 
     #[test]
@@ -226,7 +331,7 @@ mod tests {
         let mut b = Batch::try_new().unwrap();
         b.push(alloc(10));
         b.push(alloc(32));
-        b.push_stack(3, &[1]);
+        b.push_stack(3, &[1], 0);
         b.push(RawEvent::Free {
             tid: 1,
             kind: MemoryKind::Host,

@@ -251,7 +251,7 @@ mod tests {
                     for i in 0..400u64 {
                         let mut l = r.orphan().lock();
                         if let Some(b) = l.batch().as_mut() {
-                            b.push_stack(i, &[]);
+                            b.push_stack(i, &[], 0);
                         }
                     }
                     mine.release();

@@ -5,6 +5,10 @@
 //! exit by the destructor of a pthread key (created by the session constructor); events
 //! after that go to the registry's orphan slot.
 //!
+//! The stack scratch holds a capture's native frames, then (with Python frames on) its
+//! Python frame words; `py_codes` holds the code object of each Python `Code` frame of
+//! the last capture, for the definitions a new stack needs.
+//!
 //! Why a key and not a thread-local with `Drop`: registering such a destructor makes glibc
 //! `calloc` a list node (unrecorded: the guard is held) that it frees at thread exit after
 //! the destructor ran, a recorded free of a block never recorded. The key is normally
@@ -13,6 +17,7 @@
 
 use super::slot::Slot;
 use super::stack::StackCache;
+use crate::python::{MAX_PY_FRAMES, PY_WORDS_MAX};
 use crate::session::Session;
 use crate::unwind::ThreadUnwinder;
 use std::cell::Cell;
@@ -52,7 +57,11 @@ const _: () = assert!(!std::mem::needs_drop::<ThreadState>());
 pub struct ThreadCtx {
     pub slot: &'static Slot,
     pub cache: StackCache,
+    /// `native` words for native frames, then `PY_WORDS_MAX` for Python frames (none
+    /// with Python frames off).
     pub scratch: Box<[u64]>,
+    pub native: usize,
+    pub py_codes: Box<[u64]>,
     pub unwinder: Option<Box<ThreadUnwinder>>,
 }
 
@@ -141,7 +150,7 @@ impl ThreadState {
         let saved = errno::get();
         let tid = self.tid();
         let made = s.registry.claim().and_then(|slot| {
-            let ctx = make_ctx(slot, s.config.max_frames);
+            let ctx = make_ctx(slot, s.config.max_frames, s.config.python);
             if ctx.is_none() {
                 slot.release();
             }
@@ -168,16 +177,28 @@ impl ThreadState {
     }
 }
 
-fn make_ctx(slot: &'static Slot, max_frames: usize) -> Option<Box<ThreadCtx>> {
-    let mut scratch = Vec::new();
-    scratch.try_reserve_exact(max_frames).ok()?;
-    scratch.resize(max_frames, 0);
+fn make_ctx(slot: &'static Slot, max_frames: usize, python: bool) -> Option<Box<ThreadCtx>> {
+    let (py_words, py_frames) = if python {
+        (PY_WORDS_MAX, MAX_PY_FRAMES)
+    } else {
+        (0, 0)
+    };
     crate::alloc::try_box(ThreadCtx {
         slot,
         cache: StackCache::try_new()?,
-        scratch: scratch.into_boxed_slice(),
+        scratch: zeroed(max_frames + py_words)?,
+        native: max_frames,
+        py_codes: zeroed(py_frames)?,
         unwinder: ThreadUnwinder::new(),
     })
+}
+
+/// `n` zero words, or `None` when memory is exhausted.
+fn zeroed(n: usize) -> Option<Box<[u64]>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).ok()?;
+    v.resize(n, 0);
+    Some(v.into_boxed_slice())
 }
 
 /// In a fork child, on the forking thread (the only one): move its context to the new

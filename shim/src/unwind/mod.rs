@@ -35,6 +35,7 @@ mod tests;
 
 use leakscope_protocol::{ModuleId, ModuleUnload, Record};
 use std::ffi::c_void;
+use std::ops::Range;
 
 /// Learns the calling thread's stack bounds (`pthread_getattr_np`, which allocates and,
 /// on the main thread, reads `/proc/self/maps`) and keeps them for its unwinder. Call with
@@ -131,6 +132,20 @@ impl ThreadUnwinder {
     /// is not this thread's known stack (a signal handler on an alternate stack).
     #[inline(never)]
     pub fn capture(&mut self, out: &mut [u64]) -> usize {
+        self.walk_from_here(out, &(0..0))
+    }
+
+    /// [`ThreadUnwinder::capture`] that ends after the first frame whose lookup address
+    /// lies in `stop` (that frame included): where everything outer is known another way,
+    /// such as the interpreter's eval loop, whose frames the Python frames describe.
+    #[inline(never)]
+    pub fn capture_until(&mut self, out: &mut [u64], stop: &Range<u64>) -> usize {
+        self.walk_from_here(out, stop)
+    }
+
+    /// The walk of both captures, inlined into each so the start registers are its frame's.
+    #[inline(always)]
+    fn walk_from_here(&mut self, out: &mut [u64], stop: &Range<u64>) -> usize {
         #[cfg(target_arch = "x86_64")]
         {
             let Some(snap) = snapshot::current() else {
@@ -143,12 +158,13 @@ impl ThreadUnwinder {
                 &self.stack,
                 start,
                 self.skip_own,
+                stop,
                 out,
             )
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = out;
+            let _ = (out, stop);
             0
         }
     }
@@ -186,9 +202,15 @@ impl ModuleAnnouncer {
         snapshot::refresh_if_stale();
         // Every snapshot published since the last poll, in order: a module loaded and
         // unloaded in between is still announced, then unloaded.
+        let mut changed = false;
         for snap in snapshot::published_since(self.seen) {
             self.seen = snap as *const snapshot::Snapshot as usize;
             self.announce(snap, out);
+            changed = true;
+        }
+        // Modules loaded by paths the hooks do not wrap may bring the interpreter.
+        if changed {
+            crate::python::discover::after_modules_changed();
         }
     }
 

@@ -373,6 +373,38 @@ fn chain_4(u: &mut ThreadUnwinder, out: &mut [u64]) -> usize {
     black_box(black_box(u).capture(out)) + black_box(0)
 }
 
+#[inline(never)]
+fn stop_chain_1(u: &mut ThreadUnwinder, out: &mut [u64], stop: &std::ops::Range<u64>) -> usize {
+    black_box(stop_chain_2(black_box(u), out, stop)) + black_box(0)
+}
+#[inline(never)]
+fn stop_chain_2(u: &mut ThreadUnwinder, out: &mut [u64], stop: &std::ops::Range<u64>) -> usize {
+    black_box(black_box(u).capture_until(out, stop)) + black_box(0)
+}
+
+#[test]
+fn capture_until_ends_after_the_first_frame_in_the_stop_range() {
+    ensure_init();
+    let mut u = unwinder(false);
+    let mut full = [0u64; 128];
+    let n = stop_chain_1(&mut u, &mut full, &(0..0));
+    let at = full[..n]
+        .iter()
+        .position(|&f| within(f, stop_chain_1 as *const () as usize))
+        .unwrap_or_else(|| panic!("stop_chain_1 not found in {:x?}", &full[..n]));
+    assert!(
+        at + 1 < n,
+        "frames continue past stop_chain_1 without a stop range"
+    );
+    // A stop range around stop_chain_1's lookup address: the walk ends right there.
+    let f = full[at];
+    let mut cut = [0u64; 128];
+    let m = stop_chain_1(&mut u, &mut cut, &(f - 1..f + 1));
+    assert_eq!(m, at + 1, "{:x?}", &cut[..m]);
+    assert_eq!(cut[m - 1], f);
+    assert_eq!(&cut[1..m], &full[1..m], "the same inner frames");
+}
+
 #[test]
 fn unwinds_a_rust_call_chain() {
     ensure_init();

@@ -54,13 +54,16 @@ pub(super) fn registers() -> (u64, u64, u64) {
 }
 
 /// Walks the stack that starts at `start` (registers taken in the caller, whose frame must
-/// still be live), writing lookup addresses into `out`. Returns the count written.
+/// still be live), writing lookup addresses into `out`. The walk ends after the first frame
+/// whose lookup address lies in `stop` (that frame is written; an empty range never
+/// matches). Returns the count written.
 pub(super) fn walk(
     snap: &Snapshot,
     cache: &mut Cache,
     stack: &Range<u64>,
     start: (u64, u64, u64),
     skip_own: bool,
+    stop: &Range<u64>,
     out: &mut [u64],
 ) -> usize {
     let (ip, sp, bp) = start;
@@ -98,7 +101,7 @@ pub(super) fn walk(
             };
             *slot = lookup;
             written += 1;
-            if written == out.len() {
+            if written == out.len() || stop.contains(&lookup) {
                 break;
             }
         }

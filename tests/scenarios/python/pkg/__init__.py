@@ -1,0 +1,1 @@
+"""A package of two modules for the Python frames scenario."""
