@@ -2,7 +2,7 @@
 """Overhead of leakscope with Python frames on the shared Python churn workload, against the
 bare interpreter and memray (default and --native), in one run (interleaved rounds, medians).
 
-Usage: python3 bench/churn_py.py [--rounds N] [--n N] [--python PATH] [--markdown]
+Usage: python3 bench/churn_py.py [--rounds N] [--n N] [--python PATH] [--leakscope BIN] [--markdown]
 
 Runs ../shared/bench/churn.py (1,000,000 bytearrays of 600-2600 B by default: every one goes
 to malloc, a planted leak of 100 x 1000 B) as
@@ -52,9 +52,10 @@ def busiest_site(leakscope, rec):
     if not sites:
         return "no sites"
     site = max(sites, key=lambda s: s["allocations"])
+    python = [f for f in site["frames"] if f.get("python")]
     frames = " <- ".join(
         f"{f.get('function') or '?'} {os.path.basename(f.get('file') or '?')}:{f.get('line') or '?'}"
-        for f in site["frames"][:3])
+        for f in (python or site["frames"])[:3])
     return f"{site['allocations']:,} allocations at {frames}"
 
 
@@ -64,25 +65,31 @@ def main():
     ap.add_argument("--n", type=int, default=1_000_000, help="bytearrays churn.py makes")
     ap.add_argument("--python", default=sys.executable, help="interpreter to run (default: this one)")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    ap.add_argument("--script", default=CHURN_PY, help="the workload (default ../shared/bench/churn.py)")
+    ap.add_argument("--leakscope", help="a built leakscope binary (its shim beside it); "
+                    "default: build the release binaries here")
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "leakscope", "-p", "leakscope-shim"],
-                   cwd=ROOT, check=True)
-    leakscope = os.path.join(ROOT, "target", "release", "leakscope")
-    py, n = args.python, str(args.n)
+    if args.leakscope:
+        leakscope = os.path.abspath(args.leakscope)
+    else:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "leakscope", "-p", "leakscope-shim"],
+                       cwd=ROOT, check=True)
+        leakscope = os.path.join(ROOT, "target", "release", "leakscope")
+    py, n, churn = args.python, str(args.n), os.path.abspath(args.script)
     has_memray = subprocess.run([py, "-c", "import memray"], stderr=subprocess.DEVNULL).returncode == 0
     with tempfile.TemporaryDirectory(prefix="leakscope-bench-py-") as tmp:
         runs = {
-            "bare": lambda i: [py, CHURN_PY, n],
+            "bare": lambda i: [py, churn, n],
             "leakscope": lambda i: [leakscope, "run", "--out", os.path.join(tmp, f"ls{i}"), "--",
-                                    py, CHURN_PY, n],
+                                    py, churn, n],
             "leakscope-native": lambda i: [leakscope, "run", "--no-python", "--out",
-                                           os.path.join(tmp, f"ln{i}"), "--", py, CHURN_PY, n],
+                                           os.path.join(tmp, f"ln{i}"), "--", py, churn, n],
         }
         if has_memray:
             runs["memray"] = lambda i: [py, "-m", "memray", "run", "-q", "-o",
-                                        os.path.join(tmp, f"m{i}.bin"), CHURN_PY, n]
+                                        os.path.join(tmp, f"m{i}.bin"), churn, n]
             runs["memray-native"] = lambda i: [py, "-m", "memray", "run", "-q", "--native", "-o",
-                                               os.path.join(tmp, f"mn{i}.bin"), CHURN_PY, n]
+                                               os.path.join(tmp, f"mn{i}.bin"), churn, n]
         results = {k: [] for k in runs}
         for i in range(args.rounds):
             for name, cmd in runs.items():

@@ -541,7 +541,10 @@ def check_graph(s):
     graph = pool_figure(p, "pytorch-graph-pool", device=0)
     total = None if caching is None or graph is None else caching + graph
     default, private = _snapshot_split(f)
-    captured = gpu_sites(p, pool="pytorch-graph-pool")
+    # Segment sites only: block sites (space "block", PyTorch block tracking) are the
+    # tensors carved out of those segments, recorded by the allocator's callbacks, which
+    # carry no capture mark.
+    captured = [x for x in gpu_sites(p, pool="pytorch-graph-pool") if x.get("space") != "block"]
     marked = [x for x in captured if x.get("during_capture") is True]
     captures = (gpu_of(p) or {}).get("captures")
     return [
@@ -549,7 +552,7 @@ def check_graph(s):
         eq_row(s.name, "pytorch-graph-pool == private-pool segments (memory_snapshot)", graph, private,
                "segments whose segment_pool_id is not (0, 0); graph pool %s" % f.get("graph_pool_id")),
         eq_row(s.name, "pytorch-caching == default-pool segments (memory_snapshot)", caching, default),
-        row(s.name, "graph-pool sites marked during_capture", len(marked), len(captured),
+        row(s.name, "graph-pool segment sites marked during_capture", len(marked), len(captured),
             PASS if captured and len(marked) == len(captured) else FAIL,
             "needs at least one site; all of them during_capture: true", as_bytes=False),
         row(s.name, "capture windows seen (gpu.captures)", captures, f.get("captures_made"),
@@ -935,7 +938,9 @@ def self_test():
         # graph
         sites = [_fake_site("device", "pytorch-caching", 22 * M),
                  _fake_site("device", "pytorch-graph-pool", 4 * M, during_capture=True),
-                 _fake_site("device", "pytorch-graph-pool", 2 * M, during_capture=(b != "graph"))]
+                 _fake_site("device", "pytorch-graph-pool", 2 * M, during_capture=(b != "graph")),
+                 # A tensor block in the graph pool: never capture-marked, never counted.
+                 _fake_site("device", "pytorch-graph-pool", 1 * M, space="block", owned=False)]
         _write_fake(root, "graph", {"reserved": 28 * M, "snapshot_pool_bytes": {"0,0": 22 * M, "0,1": 6 * M},
                                     "graph_pool_id": [0, 1], "captures_made": 1},
                     _fake_report(pid, sites, captures=1))

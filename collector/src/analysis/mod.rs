@@ -53,7 +53,12 @@ pub struct AnalysisOptions {
 
 /// Builds the report model of a run.
 pub fn analyze(state: &RunState, meta: &RecordingMeta, opts: &AnalysisOptions) -> ReportModel {
-    let mut symbolizer = Symbolizer::new();
+    // Where Python frames describe the interpreter's frames, its names are enough.
+    let mut symbolizer = if state.processes.iter().any(|p| !p.py_codes.is_empty()) {
+        Symbolizer::without_interpreter_lines()
+    } else {
+        Symbolizer::new()
+    };
     let processes = state
         .processes
         .iter()

@@ -114,6 +114,8 @@ impl<'m> ModuleIndex<'m> {
 pub struct Symbolizer {
     inner: blazesym::symbolize::Symbolizer,
     files: HashMap<FileKey, FileEntry>,
+    /// Read the CPython interpreter's debug information (file and line of its own frames).
+    interpreter_lines: bool,
 }
 
 impl std::fmt::Debug for Symbolizer {
@@ -141,6 +143,19 @@ impl Symbolizer {
         Symbolizer {
             inner,
             files: HashMap::new(),
+            interpreter_lines: true,
+        }
+    }
+
+    /// A symbolizer that names the CPython interpreter's own frames from its symbol table
+    /// only, without file and line: for runs whose stacks have Python frames, where the
+    /// interpreter's frames are folded around the Python frames that describe them, and
+    /// reading its debug information (tens of megabytes) would cost every run a tenth of a
+    /// second or more.
+    pub fn without_interpreter_lines() -> Self {
+        Symbolizer {
+            interpreter_lines: false,
+            ..Symbolizer::new()
         }
     }
 
@@ -208,7 +223,13 @@ impl Symbolizer {
         if missing.is_empty() {
             return;
         }
-        let src = Source::Elf(Elf::new(&key.path));
+        let mut elf = Elf::new(&key.path);
+        elf.debug_syms = self.interpreter_lines
+            || !std::path::Path::new(&key.path)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(crate::analysis::python::is_interpreter_module);
+        let src = Source::Elf(elf);
         match self.inner.symbolize(&src, Input::FileOffset(&missing)) {
             Ok(results) => {
                 for (offset, result) in missing.iter().zip(results) {
