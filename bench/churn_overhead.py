@@ -13,13 +13,13 @@ Wall and CPU seconds (CPU = user+sys of the whole process tree) are medians over
 """
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
+
+from timing import timed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHURN_C = os.path.join(ROOT, "..", "shared", "bench", "churn.c")
@@ -31,18 +31,6 @@ def build(tmp):
     exe = os.path.join(tmp, "churn")
     subprocess.run(["gcc", "-O2", "-g", CHURN_C, "-o", exe], check=True)
     return exe, os.path.join(ROOT, "target", "release", "leakscope")
-
-
-def timed(cmd, cwd):
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if p.returncode != 0:
-        sys.exit(f"{cmd[0]} failed ({p.returncode}): {p.stderr.decode(errors='replace')[-2000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu
 
 
 def main():

@@ -1,4 +1,5 @@
-//! Human-readable numbers for the text report: byte sizes in binary units.
+//! Human-readable numbers for the text report: byte sizes in binary units, counts,
+//! durations and per-mille shares.
 
 /// `bytes` as `512 B`, `200.00 KiB`, `1.50 MiB`, `3.00 GiB` (GiB for anything larger).
 pub fn bytes(bytes: u64) -> String {
@@ -20,9 +21,28 @@ pub fn count(n: u64, singular: &str, plural: &str) -> String {
     format!("{n} {}", if n == 1 { singular } else { plural })
 }
 
+/// Nanoseconds as seconds with one decimal: `2.5 s`.
+pub fn seconds(ns: u64) -> String {
+    format!("{:.1} s", ns as f64 / 1e9)
+}
+
+/// A per-mille share as a percentage with one decimal: `662` as `66.2%`.
+pub fn percent(permille: u32) -> String {
+    format!("{}.{}%", permille / 10, permille % 10)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_and_shares() {
+        assert_eq!(seconds(2_450_000_000), "2.5 s");
+        assert_eq!(seconds(0), "0.0 s");
+        assert_eq!(percent(662), "66.2%");
+        assert_eq!(percent(5), "0.5%");
+        assert_eq!(percent(1000), "100.0%");
+    }
 
     #[test]
     fn byte_sizes() {

@@ -4,7 +4,7 @@
 //! from the first reading to the newest.
 
 use crate::analysis::model::{HeapFigures, HeapReport, HeapVerdict};
-use crate::report::human::{bytes, count};
+use crate::report::human::{bytes, count, percent, seconds};
 use std::io::{self, Write};
 
 const INDENT: &str = "   ";
@@ -67,16 +67,6 @@ fn trend(first: &HeapFigures, last: &HeapFigures, out: &mut dyn Write) -> io::Re
         arrow(first.free_bytes, last.free_bytes),
         arrow(first.rss_bytes, last.rss_bytes),
     )
-}
-
-/// `ns` as seconds with one decimal.
-fn seconds(ns: u64) -> String {
-    format!("{:.1} s", ns as f64 / 1e9)
-}
-
-/// Per mille as a percentage with one decimal.
-fn percent(permille: u32) -> String {
-    format!("{}.{}%", permille / 10, permille % 10)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use crate::analysis::model::StreamPool;
 use crate::analysis::torch_model::{TorchFigures, TorchReport};
-use crate::report::human::{bytes, count};
+use crate::report::human::{bytes, count, percent, seconds};
 use std::io::{self, Write};
 
 const INDENT: &str = "   ";
@@ -121,16 +121,6 @@ pub fn stream_pool_trend(p: &StreamPool) -> Option<String> {
         bytes(last.used_bytes),
         bytes(peak_used)
     ))
-}
-
-/// `ns` as seconds with one decimal.
-fn seconds(ns: u64) -> String {
-    format!("{:.1} s", ns as f64 / 1e9)
-}
-
-/// Per mille as a percentage with one decimal.
-fn percent(permille: u32) -> String {
-    format!("{}.{}%", permille / 10, permille % 10)
 }
 
 #[cfg(test)]
