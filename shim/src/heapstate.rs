@@ -20,7 +20,7 @@ use crate::timebase::Timebase;
 use leakscope_protocol::{ArenaReading, HeapReading, Record, Timestamp};
 use std::ffi::{c_char, c_int, c_void};
 use std::io::Read;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 type MallocInfoFn = unsafe extern "C" fn(c_int, *mut libc::FILE) -> c_int;
@@ -150,9 +150,34 @@ struct MallocInfo {
 /// the next `malloc` after the shim lies in the same object as `gnu_get_libc_version` (an
 /// allocator linked or preloaded in front of glibc's leaves glibc's arenas empty, and
 /// reading them would only mislead).
+///
+/// Remembered without a lock (computing it twice is harmless): a fork child must not wait
+/// on an initialization its parent's sender thread had begun.
 fn glibc_malloc_info_fn() -> Option<MallocInfoFn> {
-    static FOUND: OnceLock<Option<MallocInfoFn>> = OnceLock::new();
-    *FOUND.get_or_init(find_glibc_malloc_info)
+    const UNKNOWN: u8 = 0;
+    const ABSENT: u8 = 1;
+    const PRESENT: u8 = 2;
+    static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+    static FOUND: AtomicUsize = AtomicUsize::new(0);
+    match STATE.load(Ordering::Acquire) {
+        PRESENT => {
+            let f = FOUND.load(Ordering::Acquire);
+            // SAFETY: `f` was stored from a `MallocInfoFn` below, before PRESENT.
+            Some(unsafe { std::mem::transmute::<usize, MallocInfoFn>(f) })
+        }
+        ABSENT => None,
+        _ => {
+            let found = find_glibc_malloc_info();
+            if let Some(f) = found {
+                FOUND.store(f as usize, Ordering::Release);
+            }
+            STATE.store(
+                if found.is_some() { PRESENT } else { ABSENT },
+                Ordering::Release,
+            );
+            found
+        }
+    }
 }
 
 fn find_glibc_malloc_info() -> Option<MallocInfoFn> {

@@ -324,6 +324,7 @@ pub fn restart_in_fork_child() {
     transport::abandon_inherited();
     unwind::after_fork_child();
     crate::python::walk::after_fork_child();
+    crate::python::discover::after_fork_child();
     let s = Session::create(
         parent.config.clone(),
         Origin::Fork {

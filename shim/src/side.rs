@@ -9,7 +9,7 @@
 use crate::record::clock;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use leakscope_protocol::Record;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// Records the side path holds before it drops new ones.
 const CAPACITY: usize = 4096;
@@ -19,13 +19,36 @@ struct Side {
     rx: Receiver<Record>,
 }
 
-static SIDE: OnceLock<Side> = OnceLock::new();
+/// The queue, created on first use. Never freed once published (threads may hold it), and
+/// never waited for: a lock-free publication, because a fork can happen at any moment and a
+/// child must not wait on an initialization that a thread of its parent had begun.
+static SIDE: AtomicPtr<Side> = AtomicPtr::new(std::ptr::null_mut());
+
+fn fresh() -> *mut Side {
+    let (tx, rx) = bounded(CAPACITY);
+    Box::into_raw(Box::new(Side { tx, rx }))
+}
 
 fn side() -> &'static Side {
-    SIDE.get_or_init(|| {
-        let (tx, rx) = bounded(CAPACITY);
-        Side { tx, rx }
-    })
+    let mut p = SIDE.load(Ordering::Acquire);
+    if p.is_null() {
+        let mine = fresh();
+        p = match SIDE.compare_exchange(
+            std::ptr::null_mut(),
+            mine,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => mine,
+            Err(theirs) => {
+                // SAFETY: `mine` was never published: this thread owns it alone.
+                drop(unsafe { Box::from_raw(mine) });
+                theirs
+            }
+        };
+    }
+    // SAFETY: `p` is a published queue, leaked: valid for the rest of the process.
+    unsafe { &*p }
 }
 
 /// Queues `record` for the sender. Its timestamp (if it has one) must be a raw
@@ -51,10 +74,12 @@ pub fn drain(out: &mut Vec<Record>, mut convert: impl FnMut(u64) -> u64) {
     }
 }
 
-/// In a fork child: the parent's queued records are not the child's.
+/// In a fork child (one thread, before anything else runs): the parent's queued records
+/// are not the child's. The child gets a new, empty queue; the parent's copy is left alone
+/// (not drained: a send that a parent thread was in the middle of at the fork would never
+/// complete, and a receive would wait for it).
 pub fn discard() {
-    let s = side();
-    while s.rx.try_recv().is_ok() {}
+    SIDE.store(fresh(), Ordering::Release);
 }
 
 #[cfg(test)]

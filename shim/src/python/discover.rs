@@ -44,6 +44,12 @@ pub fn after_dlopen(handle: *mut c_void) {
     search(handle);
 }
 
+/// In a fork child (one thread): a search the parent's sender thread was in the middle of
+/// at the fork will never finish here, so its claim is dropped and the child may search.
+pub fn after_fork_child() {
+    BUSY.store(false, Ordering::Release);
+}
+
 /// When the sender saw the loader's list change (modules loaded by paths the hooks do
 /// not wrap, such as a `dlopen` by bare name).
 pub fn after_modules_changed() {
