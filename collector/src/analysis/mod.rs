@@ -30,6 +30,7 @@ mod test_program;
 pub mod torch;
 pub mod torch_model;
 pub mod torch_report;
+pub mod trend;
 
 use crate::ingest::meta::RecordingMeta;
 use crate::state::{ProcessState, RunState, SiteKey};
