@@ -6,6 +6,7 @@ pub use crate::api::Api;
 pub use crate::gpu::{Capture, GpuAlloc, GpuSpace, PoolAction, PoolEvent};
 pub use crate::heap::{ArenaReading, HeapReading};
 use crate::ids::{FileOffset, ModuleId, Pid, RuntimeAddr, StackId, ThreadId, Timestamp};
+pub use crate::machine::{CgroupMemory, GpuMemory, MachineReading};
 pub use crate::python::{PyCode, PyFrame, PyVersion};
 pub use crate::torch::{TorchBlock, TorchState};
 use bincode::{Decode, Encode};
@@ -196,6 +197,9 @@ pub enum Record {
     Fork(Fork),
     Dropped(Dropped),
     End(End),
+    /// A reading of the machine's memory: written by the collector into its own stream
+    /// (`machine.lks`), never sent by a shim.
+    Machine(MachineReading),
 }
 
 impl Record {
@@ -219,6 +223,7 @@ impl Record {
             Record::Fork(f) => Some(&mut f.ts),
             Record::Dropped(d) => Some(&mut d.ts),
             Record::End(e) => Some(&mut e.ts),
+            Record::Machine(m) => Some(&mut m.ts),
             Record::Hello(_)
             | Record::Module(_)
             | Record::ModuleUnload(_)
@@ -240,6 +245,7 @@ impl Record {
             Record::Fork(f) => Some(&f.ts),
             Record::Dropped(d) => Some(&d.ts),
             Record::End(e) => Some(&e.ts),
+            Record::Machine(m) => Some(&m.ts),
             Record::Hello(_)
             | Record::Module(_)
             | Record::ModuleUnload(_)

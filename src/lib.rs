@@ -11,6 +11,7 @@
 //!   CUDA-graph capture windows).
 //! - [`python`]: the Python frames of a stack and the code objects they name.
 //! - [`heap`]: readings of the C heap's arenas and the process's resident memory.
+//! - [`machine`]: the collector's readings of the machine's memory (host, cgroup, GPUs).
 //! - [`torch`]: PyTorch caching-allocator blocks and segments.
 //! - [`wire`]: the only encoder and the only decoder of the byte stream (versioned header,
 //!   length-prefixed frames). Nothing else in the workspace knows a byte offset.
@@ -22,6 +23,7 @@ pub mod event;
 pub mod gpu;
 pub mod heap;
 pub mod ids;
+pub mod machine;
 pub mod python;
 pub mod torch;
 pub mod wire;

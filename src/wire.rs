@@ -19,7 +19,7 @@ use std::io::{self, Read};
 /// The four bytes every stream starts with.
 pub const MAGIC: [u8; 4] = *b"LKSC";
 /// The version of the format this crate writes and reads.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// Bytes in the stream header.
 pub const HEADER_LEN: usize = 8;
 /// Largest frame payload accepted; anything longer is treated as corruption.
@@ -441,6 +441,22 @@ mod tests {
                 alloc_bytes: 300,
                 frees: 1,
             }),
+            Record::Machine(MachineReading {
+                ts: Timestamp(1_000_000_003_000),
+                mem_total: 64 << 30,
+                mem_available: 40 << 30,
+                cgroup: Some(CgroupMemory {
+                    limit: Some(16 << 30),
+                    usage: 3 << 30,
+                }),
+                gpus: vec![GpuMemory {
+                    index: 0,
+                    uuid: "GPU-0b4c2d1e-aaaa-bbbb-cccc-0123456789ab".into(),
+                    total: 80 << 30,
+                    used: 1 << 30,
+                    free: 79 << 30,
+                }],
+            }),
             Record::ModuleUnload(ModuleUnload { id: ModuleId(0) }),
             Record::End(End {
                 ts: Timestamp(u64::MAX - 5),
@@ -504,6 +520,62 @@ mod tests {
         encode_header(&mut whole);
         whole.extend_from_slice(&out);
         assert_eq!(decode_all(&whole).0, recs);
+    }
+
+    #[test]
+    fn machine_readings_round_trip() {
+        let reading = |ts: u64, cgroup: Option<CgroupMemory>, gpus: Vec<GpuMemory>| {
+            Record::Machine(MachineReading {
+                ts: Timestamp(ts),
+                mem_total: 32 << 30,
+                mem_available: (32 << 30) - ts % (1 << 30),
+                cgroup,
+                gpus,
+            })
+        };
+        let gpu = |index: u32| GpuMemory {
+            index,
+            uuid: format!("GPU-{index:08x}-0000-0000-0000-000000000000"),
+            total: 24 << 30,
+            used: u64::from(index) << 20,
+            free: (24 << 30) - (u64::from(index) << 20),
+        };
+        let recs = [
+            reading(7_000_000_000_000, None, vec![]),
+            reading(
+                7_010_000_000_000,
+                Some(CgroupMemory {
+                    limit: None,
+                    usage: 5 << 20,
+                }),
+                vec![gpu(0), gpu(1)],
+            ),
+            reading(
+                7_020_000_000_000,
+                Some(CgroupMemory {
+                    limit: Some(u64::MAX),
+                    usage: 0,
+                }),
+                vec![gpu(3)],
+            ),
+        ];
+        // One frame holding all three (relative times), then one frame each.
+        let bytes = stream(&[&recs[..], &recs[..1], &recs[1..2], &recs[2..]]);
+        let (got, res) = decode_all(&bytes);
+        res.unwrap();
+        assert_eq!(got.len(), 6);
+        assert_eq!(got[..3], recs[..]);
+        assert_eq!(got[3..], recs[..]);
+        assert_eq!(got[1].ts(), Some(Timestamp(7_010_000_000_000)));
+    }
+
+    #[test]
+    fn version_is_four() {
+        // Version 4 added `Record::Machine`.
+        let mut out = Vec::new();
+        encode_header(&mut out);
+        assert_eq!(VERSION, 4);
+        assert_eq!(out[4..6], 4u16.to_le_bytes());
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! with the library: parse here, work in [`crate::run`] / [`crate::ingest`], render with
 //! [`crate::report`].
 
+use crate::analysis::aging::AgingOptions;
+use crate::analysis::trend::TrendOptions;
 use crate::analysis::{analyze, AnalysisOptions};
 use crate::error::{RecordingError, RunError};
-use crate::ingest::replay;
+use crate::ingest::{meta, replay};
 use crate::report::{render, Format};
 use crate::run::{self, RunOptions, ShimSettings, Track};
 use crate::state::StateOptions;
@@ -43,9 +45,60 @@ pub struct ViewArgs {
     /// Report format: `text` for people, `json` for programs.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Show at most N call sites per process (the N holding the most); all by default.
+    /// Show at most N call sites per process (the N holding the most, and every site
+    /// whose growth is significant); all by default.
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
+    #[command(flatten)]
+    pub aging: AgingArgs,
+}
+
+/// How growth over time is tested (docs/aging.md).
+#[derive(Debug, Args)]
+pub struct AgingArgs {
+    /// Level of each series's Mann–Kendall test and of its slope interval.
+    #[arg(long, value_name = "P", default_value_t = 0.01, value_parser = parse_level)]
+    pub alpha: f64,
+    /// False-discovery rate across all series of the run (Benjamini–Hochberg).
+    #[arg(long, value_name = "Q", default_value_t = 0.10, value_parser = parse_level)]
+    pub fdr: f64,
+    /// Time at the start of each process left out of the growth tests (start-up).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_warmup)]
+    pub warmup: Duration,
+    /// Add each tested series's values to the report (JSON `series`).
+    #[arg(long)]
+    pub series: bool,
+}
+
+impl AgingArgs {
+    /// The analysis settings these options give.
+    pub fn options(&self) -> AgingOptions {
+        AgingOptions {
+            trend: TrendOptions {
+                alpha: self.alpha,
+                q: self.fdr,
+            },
+            warmup_ns: u64::try_from(self.warmup.as_nanos()).unwrap_or(u64::MAX),
+            series: self.series,
+        }
+    }
+}
+
+fn parse_level(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a probability between 0 and 1 (exclusive)"
+        )),
+    }
+}
+
+/// A warm-up: `0s` or a duration [`parse_duration`] takes.
+fn parse_warmup(s: &str) -> Result<Duration, String> {
+    if s.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_long_duration(s)
 }
 
 /// Options of `leakscope run`.
@@ -99,6 +152,10 @@ pub struct ReportArgs {
     pub dir: PathBuf,
     #[command(flatten)]
     pub view: ViewArgs,
+    /// Report the recording as it stood this long after its first process started (e.g.
+    /// `90m`): later records are left out. When did a growth become visible?
+    #[arg(long, value_name = "DURATION", value_parser = parse_long_duration)]
+    pub until: Option<Duration>,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -110,11 +167,24 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 
 /// Parses `500ms`, `1s`, `1.5s`, `10s`, `2m`, `1h` (10 ms to 24 h).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    parse_span(s, 86_400.0, "10ms..24h")
+}
+
+/// A time into a recording: as [`parse_duration`], up to 1,000 hours.
+fn parse_long_duration(s: &str) -> Result<Duration, String> {
+    parse_span(s, 3_600_000.0, "10ms..1000h")
+}
+
+/// Parses a number with a unit (`ms`, `s`, `m`, `h`) from 10 ms to `max_secs`.
+fn parse_span(s: &str, max_secs: f64, range: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        return Err(format!("`{s}` is not a duration such as `500ms` or `10s`"));
+    }
     let scale = match unit.trim() {
         "ms" => 1e-3,
         "s" => 1.0,
@@ -129,8 +199,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .filter(|v| v.is_finite())
         .map(|v| v * scale)
         .ok_or_else(|| format!("`{s}` is not a duration such as `500ms` or `10s`"))?;
-    if !(0.01..=86_400.0).contains(&secs) {
-        return Err(format!("`{s}` is outside 10ms..24h"));
+    if !(0.01..=max_secs).contains(&secs) {
+        return Err(format!("`{s}` is outside {range}"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -170,6 +240,7 @@ fn run_command(args: RunArgs) -> Result<i32, CommandError> {
         out: args.out,
         format: args.view.format,
         top: args.view.top,
+        aging: args.view.aging.options(),
         grace: Duration::from_secs_f64(args.grace),
         state: StateOptions::default(),
         shim: ShimSettings {
@@ -181,8 +252,8 @@ fn run_command(args: RunArgs) -> Result<i32, CommandError> {
         },
     };
     // Buffered: a JSON report of a large process is tens of megabytes, and stderr is not.
-    let stderr = io::stderr();
-    let mut out = io::BufWriter::new(stderr.lock());
+    // Not locked for the whole run: the collector's threads may log meanwhile.
+    let mut out = io::BufWriter::new(io::stderr());
     let outcome = run::run(&opts, &mut out)?;
     for w in &outcome.warnings {
         let _ = writeln!(out, "leakscope: warning: {w}");
@@ -198,18 +269,23 @@ fn run_command(args: RunArgs) -> Result<i32, CommandError> {
 }
 
 fn report_command(args: ReportArgs) -> Result<i32, CommandError> {
-    let loaded = replay::load(&args.dir, StateOptions::default())?;
+    let read_at = meta::now_unix_ns();
+    let loaded = replay::load_until(&args.dir, StateOptions::default(), args.until)?;
     for w in &loaded.state.warnings {
         eprintln!("leakscope: warning: {w}");
     }
-    let model = analyze(
+    let mut model = analyze(
         &loaded.state,
         &loaded.meta,
         &AnalysisOptions {
             top: args.view.top,
+            aging: args.view.aging.options(),
             ..AnalysisOptions::default()
         },
     );
+    // A live recording's report is a snapshot of the run so far.
+    model.live = loaded.live;
+    model.snapshot_unix_ns = loaded.live.then_some(read_at);
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let written = render(args.view.format, &model, &mut out).and_then(|()| out.flush());

@@ -35,6 +35,7 @@ import re
 import sys
 import tempfile
 
+import compare_aging  # the torch-aging scenario's checks
 import compare_torch  # the torch-blocks scenario's checks
 
 GPUCHECK_PREFIX = "GPUCHECK "
@@ -48,7 +49,7 @@ PASS, FAIL, INFO = "PASS", "FAIL", "INFO"
 SCENARIOS = [
     "planted-shared", "planted-static",
     "caching", "expandable", "async", "pinned", "graph", "mempool", "cupy", "nccl",
-    compare_torch.SCENARIO,
+    compare_torch.SCENARIO, compare_aging.SCENARIO,
 ]
 
 PLANTED_FN = re.compile(r"\b(planted_[A-Za-z0-9_]+)")
@@ -704,6 +705,7 @@ CHECKS = {
     "cupy": check_cupy,
     "nccl": check_nccl,
     compare_torch.SCENARIO: lambda s: compare_torch.check(s, sys.modules[__name__]),
+    compare_aging.SCENARIO: lambda s: compare_aging.check(s, sys.modules[__name__]),
 }
 
 # What each scenario is, for the table's legend.
@@ -719,6 +721,7 @@ DESCRIPTIONS = {
     "cupy": "CuPy default memory pool",
     "nccl": "single-rank NCCL all-reduce via torch.distributed, then destroy_process_group",
     compare_torch.SCENARIO: compare_torch.DESCRIPTION,
+    compare_aging.SCENARIO: compare_aging.DESCRIPTION,
 }
 
 
@@ -986,6 +989,7 @@ def self_test():
             _write_fake(root, name, {"expected_leaked_bytes": 3224064, "expected_leaked_count": 4, "planted": plan},
                         _fake_report(pid, sites), sanitizer=SANITIZER_SAMPLE)
         compare_torch.write_fake(sys.modules[__name__], root, b)
+        compare_aging.write_fake(sys.modules[__name__], root, b)
 
     # 1. consistent artifacts: no FAIL
     tmp = tempfile.mkdtemp(prefix="gpucheck-selftest-")
@@ -1011,6 +1015,9 @@ def self_test():
         "nccl": ("nccl", "allocations > 0"),
         "planted": ("planted-static", "leaked bytes: leakscope vs compute-sanitizer"),
         compare_torch.SCENARIO: (compare_torch.SCENARIO, "LEAK-DEFAULT at its line"),
+        compare_aging.SCENARIO: (compare_aging.SCENARIO, "LEAK-AGING block site: trend significant"),
+        compare_aging.SCENARIO + "-churn": (compare_aging.SCENARIO, "CHURN-AGING block sites"),
+        compare_aging.SCENARIO + "-hours": (compare_aging.SCENARIO, "hours == headroom_bytes / slope"),
     }
     for broken, (scn, check_part) in cases.items():
         root = os.path.join(tmp, "broken-" + broken)

@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import compare  # noqa: E402
+import compare_aging  # noqa: E402
 
 TARGETS = os.path.join(HERE, "targets")
 NATIVE = os.path.join(HERE, "native")
@@ -283,6 +284,15 @@ def base_env(chk):
     return env
 
 
+# Extra leakscope arguments of a scenario (the others have none): "run" goes to `leakscope
+# run`; "report" to the `leakscope report` whose JSON the checks read, a list or a function
+# of the GPUCHECK line's figures (of the run under leakscope; {} when it printed none)
+# returning one. `leakscope report` does not remember the run's aging options.
+LEAKSCOPE_ARGS = {
+    compare_aging.SCENARIO: {"run": compare_aging.RUN_ARGS, "report": compare_aging.report_args},
+}
+
+
 def scenarios(chk, built):
     """[(name, argv, extra env, shim time limit, needs)]; ``needs`` names a build product."""
     py = chk.python
@@ -302,6 +312,8 @@ def scenarios(chk, built):
         ("nccl", [py, t("torch_nccl.py")], {}, LIMIT_NCCL, None),
         # Runs without the C allocator too (then without its pluggable-MemPool leak).
         ("torch-blocks", [py, t("torch_blocks.py"), built.get("cumem_alloc") or "missing"], {}, LIMIT_SHIM, None),
+        # leakscope arguments of its own: LEAKSCOPE_ARGS
+        (compare_aging.SCENARIO, [py, t("torch_aging.py")], {}, LIMIT_SHIM, None),
     ]
 
 
@@ -359,7 +371,9 @@ def run_scenario(chk, cuda, built, sc):
     # the development machine a 71 MB report took 19 s that way, 17 s of it system time,
     # against 0.6 s for `leakscope report` to a file), so the run's own report is limited to
     # the top sites; the complete report comes from `leakscope report` of the same recording.
-    shim_argv = [chk.leakscope, "run", "--format", "json", "--top", str(chk.args.run_top), "--out", rec, "--"] + argv
+    extra_ls = LEAKSCOPE_ARGS.get(name, {})
+    shim_argv = [chk.leakscope, "run", "--format", "json", "--top", str(chk.args.run_top)] + \
+        list(extra_ls.get("run", [])) + ["--out", rec, "--"] + argv
     chk.log("%s: run under leakscope" % name)
     meta = run_cmd(chk, shim_argv, limit, p("shim", "out"), p("shim", "err"), env, chk.work)
     write_meta(p("shim", "meta.json"), meta, extra)
@@ -371,8 +385,16 @@ def run_scenario(chk, cuda, built, sc):
     report = None
     if os.path.isdir(rec):
         full = os.path.join(chk.work, "report-%s.json" % name)
-        rmeta = run_cmd(chk, [chk.leakscope, "report", rec, "--format", "json", "--top", str(chk.args.report_top)], LIMIT_REPORT, full,
-                        p("report", "err"), env, chk.work)
+        report_extra = extra_ls.get("report", [])
+        if callable(report_extra):
+            shown = compare.parse_gpucheck(compare.read_text(p("shim", "out"))) or {}
+            report_extra = report_extra(shown.get("figures") or {})
+        report_argv = [chk.leakscope, "report", rec, "--format", "json", "--top", str(chk.args.report_top)] + \
+            list(report_extra)
+        rmeta = run_cmd(chk, report_argv, LIMIT_REPORT, full, p("report", "err"), env, chk.work)
+        if report_extra:
+            chk.log("%s: leakscope report with %s" % (name, " ".join(report_extra)))
+            write_meta(p("report", "meta.json"), rmeta, extra)
         chk.log("%s: leakscope report rc=%s in %.1fs, %d bytes" % (
             name, rmeta["rc"], rmeta["wall_s"], os.path.getsize(full) if os.path.exists(full) else 0))
         if rmeta["rc"] == 0:

@@ -15,6 +15,8 @@
 //! - [`process`]: origin, stream status and notes of a process.
 //! - [`model`]: the report model, leakscope's JSON contract.
 
+pub mod aging;
+pub mod aging_model;
 pub mod build_id;
 pub mod frames;
 pub mod gpu;
@@ -44,12 +46,14 @@ use std::collections::HashMap;
 use symbolize::{ModuleIndex, Symbolizer};
 
 /// What analysis does beyond the defaults.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct AnalysisOptions {
     /// List at most this many sites per process (`None`: all of them).
     pub top: Option<usize>,
     /// Keep the allocator's own frames at the innermost end of each stack.
     pub keep_allocator_frames: bool,
+    /// The aging analysis's levels, warm-up and whether to show the series.
+    pub aging: aging::AgingOptions,
 }
 
 /// Builds the report model of a run.
@@ -60,11 +64,17 @@ pub fn analyze(state: &RunState, meta: &RecordingMeta, opts: &AnalysisOptions) -
     } else {
         Symbolizer::new()
     };
-    let processes = state
+    let mut processes: Vec<ProcessReport> = state
         .processes
         .iter()
         .map(|p| analyze_process(p, &mut symbolizer, opts))
         .collect();
+    // Tested before the `top` limit: the false-discovery control covers every series.
+    let aging = aging::analyze_run(state, &mut processes, &opts.aging);
+    for p in &mut processes {
+        sites::sort_sites(&mut p.sites);
+        p.sites_omitted = sites::apply_top(&mut p.sites, opts.top);
+    }
     let leakscope_version = if meta.leakscope_version.is_empty() {
         env!("CARGO_PKG_VERSION").to_owned()
     } else {
@@ -76,8 +86,11 @@ pub fn analyze(state: &RunState, meta: &RecordingMeta, opts: &AnalysisOptions) -
         command: meta.command.clone(),
         exit_status: meta.exit_status,
         signal: meta.signal,
+        live: false,
+        snapshot_unix_ns: None,
         processes,
         warnings: state.warnings.clone(),
+        aging: Some(aging),
         top: opts.top,
     }
 }
@@ -149,23 +162,26 @@ fn analyze_process(
                 during_capture: key.during_capture,
                 frames,
                 stats: process.sites[key],
+                history: process
+                    .aging
+                    .get(key)
+                    .map(aging::series::OnGrid::of)
+                    .unwrap_or_default(),
             }
         })
         .collect();
     // PyTorch's blocks: sites of their own, never owned (docs/gpu.md).
     if let Some(track) = &process.torch {
-        parts.extend(torch::block_parts(track, &mut full_frames));
+        parts.extend(torch::block_parts(track, &process.aging, &mut full_frames));
     }
 
     let py_stats = python::MergeStats {
         mismatched_stacks: mismatched.len() as u64,
         undefined_codes: py.undefined_codes(),
     };
-    let mut merged = sites::merge_sites(&parts);
+    let merged = sites::merge_sites(&parts);
     let totals = sites::totals(&merged);
     let gpu = gpu::gpu_report(process, &merged);
-    sites::sort_sites(&mut merged);
-    let sites_omitted = sites::apply_top(&mut merged, opts.top);
 
     let hello = &process.hello;
     let (origin, parent) = process::origin(process);
@@ -188,13 +204,14 @@ fn analyze_process(
         },
         unknown_frees: process.unknown_frees,
         sites: merged,
-        sites_omitted,
+        sites_omitted: 0,
         notes: process::notes(process)
             .into_iter()
             .chain(py_stats.notes())
             .collect(),
         gpu,
         heap: heap::heap_report(process),
+        aging: None,
     }
 }
 

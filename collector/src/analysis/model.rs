@@ -13,7 +13,7 @@ use std::sync::Arc;
 pub const FORMAT_VERSION: u32 = 2;
 
 /// A whole report: the recorded command and every tracked process.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ReportModel {
     /// Version of the leakscope that recorded the run.
     pub leakscope_version: String,
@@ -25,10 +25,18 @@ pub struct ReportModel {
     pub exit_status: Option<i32>,
     /// The signal that ended the command, if one did.
     pub signal: Option<i32>,
+    /// The report is a snapshot of a live recording: the command was still running (so
+    /// `exit_status` is `None` and processes still running are `open`).
+    pub live: bool,
+    /// For a live report, when the recording was read (nanoseconds since the Unix epoch).
+    #[serde(skip)]
+    pub snapshot_unix_ns: Option<u64>,
     /// Processes in order of first appearance.
     pub processes: Vec<ProcessReport>,
     /// Problems not tied to one process.
     pub warnings: Vec<String>,
+    /// The aging analysis's settings and the whole run's view (`docs/aging.md`).
+    pub aging: Option<crate::analysis::aging_model::RunAging>,
     /// The per-process site limit analysis applied (`None`: every site is listed).
     #[serde(skip)]
     pub top: Option<usize>,
@@ -150,7 +158,7 @@ pub enum StreamStatus {
 }
 
 /// Everything reported about one process.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ProcessReport {
     pub pid: u32,
     pub ppid: u32,
@@ -180,6 +188,9 @@ pub struct ProcessReport {
     /// The host heap over time (glibc's arenas against live, resident and unique memory);
     /// `None` (`null`) when no reading came.
     pub heap: Option<HeapReport>,
+    /// How the process's memory grows over time (`docs/aging.md`); `None` (`null`) only
+    /// in reports built without the aging analysis.
+    pub aging: Option<crate::analysis::aging_model::ProcessAging>,
 }
 
 /// Counters summed over sites.
@@ -234,7 +245,7 @@ impl DroppedCounts {
 }
 
 /// One call site after symbolization and merging.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Site {
     pub memory: Memory,
     /// The allocator pool the memory came from (`malloc`, `mmap`, and for GPU memory the
@@ -260,6 +271,13 @@ pub struct Site {
     pub temporary: u64,
     /// The call stack, innermost first, allocator frames removed.
     pub frames: Vec<Frame>,
+    /// The trend of the site's outstanding bytes (`trend`; `null` with too few values
+    /// after the warm-up) and, with `--series`, the values (`series`).
+    #[serde(flatten)]
+    pub aging: crate::analysis::aging_model::Tested,
+    /// The outstanding bytes over time, on the process's grid (analysis only).
+    #[serde(skip)]
+    pub history: crate::analysis::aging::series::OnGrid,
 }
 
 impl Site {

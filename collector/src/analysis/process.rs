@@ -32,7 +32,7 @@ pub fn notes(process: &ProcessState) -> Vec<String> {
 }
 
 fn anomaly_notes(a: &Anomalies) -> Vec<String> {
-    let counted: [(u64, &str); 9] = [
+    let counted: [(u64, &str); 10] = [
         (
             a.records_before_hello,
             "records before the stream's Hello (ignored)",
@@ -66,6 +66,10 @@ fn anomaly_notes(a: &Anomalies) -> Vec<String> {
         (
             a.malformed_gpu_records,
             "GPU records whose api does not fit them (ignored)",
+        ),
+        (
+            a.machine_records_in_stream,
+            "machine readings inside the process's stream (ignored)",
         ),
     ];
     let mut notes: Vec<String> = counted

@@ -3,6 +3,8 @@
 //! with the same symbolized stack, ranking, the `top` limit and per-process totals. GPU
 //! pools are `gpu_pool.rs`'s.
 
+use crate::analysis::aging::series::OnGrid;
+use crate::analysis::aging_model::Tested;
 use crate::analysis::model::{Counts, Frame, Memory, Site, Space, Totals};
 use crate::state::FxHashMap;
 use crate::state::SiteStats;
@@ -34,6 +36,8 @@ pub struct SymbolizedSite {
     /// Frames with allocator frames removed, innermost first.
     pub frames: Vec<Frame>,
     pub stats: SiteStats,
+    /// Outstanding bytes over time, on the process's grid.
+    pub history: OnGrid,
 }
 
 /// What makes two frames the same source location. Where the line is known the address
@@ -109,10 +113,13 @@ pub fn merge_sites(parts: &[SymbolizedSite]) -> Vec<Site> {
                 peak_bytes: 0,
                 temporary: 0,
                 frames: part.frames.clone(),
+                aging: Tested::default(),
+                history: OnGrid::default(),
             });
             merged.len() - 1
         });
         let site = &mut merged[slot];
+        site.history.add(&part.history);
         let s = &part.stats;
         site.outstanding_bytes = site.outstanding_bytes.saturating_add(s.outstanding_bytes);
         site.outstanding_count = site.outstanding_count.saturating_add(s.outstanding_count);
@@ -145,13 +152,18 @@ pub fn sort_sites(sites: &mut [Site]) {
     });
 }
 
-/// Keeps the first `top` sites; returns how many were left out.
+/// Keeps the first `top` sites, and after them every other site whose growth is
+/// significant; returns how many were left out.
 pub fn apply_top(sites: &mut Vec<Site>, top: Option<usize>) -> usize {
     match top {
         Some(n) if n < sites.len() => {
-            let omitted = sites.len() - n;
-            sites.truncate(n);
-            omitted
+            let before = sites.len();
+            let mut i = 0usize;
+            sites.retain(|s| {
+                i += 1;
+                i <= n || s.aging.trend.is_some_and(|t| t.significant)
+            });
+            before - sites.len()
         }
         _ => 0,
     }
@@ -209,6 +221,7 @@ mod tests {
             during_capture: false,
             frames,
             stats,
+            history: OnGrid::default(),
         }
     }
 
@@ -391,6 +404,7 @@ mod tests {
             during_capture: capture,
             frames: frames(),
             stats: stats(100, 1, 1, 100),
+            history: OnGrid::default(),
         };
         let parts = vec![
             gpu("pytorch-caching", Some(0), Space::Pointer, true, false),

@@ -23,10 +23,12 @@
 //! removed: `torch/_utils.py`, `torch/cuda/_gpu_trace.py`, leakscope's own helper files, and
 //! `torch/_C/` (native in PyTorch itself; only a stand-in has Python there).
 
+use crate::analysis::aging::series::OnGrid;
 use crate::analysis::frames::{module_file_name, strip_allocator_frames};
 use crate::analysis::model::{Frame, Space};
 use crate::analysis::sites::SymbolizedSite;
 use crate::state::{BlockSiteKey, SiteStats, TorchTrack};
+use crate::state::{FxHashSet, SiteSeries};
 use leakscope_protocol::torch::TorchPoolId;
 use leakscope_protocol::{MemoryKind, StackId};
 
@@ -48,15 +50,23 @@ pub fn pool_name(track: &TorchTrack, pool: TorchPoolId, expandable: bool) -> &'s
 }
 
 /// The block sites of `track` as report parts, before merging; `frames_of` gives a stack's
-/// full symbolized frames (Python frames merged in), innermost first.
+/// full symbolized frames (Python frames merged in), innermost first. A stack's live bytes
+/// over time (`series`, kept per stack) go with the first of its sites.
 pub fn block_parts(
     track: &TorchTrack,
+    series: &SiteSeries,
     frames_of: &mut dyn FnMut(StackId) -> Vec<Frame>,
 ) -> Vec<SymbolizedSite> {
+    let mut seen = FxHashSet::default();
     track
         .block_sites()
         .into_iter()
         .map(|(key, s)| SymbolizedSite {
+            history: if seen.insert(key.stack) {
+                series.blocks(key.stack).map(OnGrid::of).unwrap_or_default()
+            } else {
+                OnGrid::default()
+            },
             kind: MemoryKind::Device,
             pool: block_pool(track, &key),
             device: key.placement.map(|p| p.device),

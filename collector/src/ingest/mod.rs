@@ -6,8 +6,10 @@
 //! - [`decode`]: one stream's frames through the wire decoder, damage included.
 //! - [`pipeline`]: live ingestion, a reader thread per connection and one state thread.
 //! - [`replay`]: reading a recording back into a state.
+//! - [`machine`]: reading the run's machine memory readings (`machine.lks`) back.
 
 pub mod decode;
+pub mod machine;
 pub mod meta;
 pub mod pipeline;
 pub mod recording;

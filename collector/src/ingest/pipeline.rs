@@ -10,7 +10,7 @@ use crate::ingest::recording::Recording;
 use crate::ingest::tee::Tee;
 use crate::state::{ConnClose, ConnId, RunState, StateOptions};
 use crossbeam_channel::{bounded, Receiver, Sender};
-use leakscope_protocol::Record;
+use leakscope_protocol::{MachineReading, Record};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -26,6 +26,7 @@ enum Msg {
     Records(ConnId, Vec<Record>),
     Closed(ConnId, ConnClose),
     Warning(String),
+    Machine(MachineReading),
 }
 
 struct Conn {
@@ -109,6 +110,15 @@ impl Pipeline {
         Ok(id)
     }
 
+    /// Hands machine readings to the state thread (for `run::machine`). Drop it before
+    /// [`Pipeline::finish`], which waits for every sender.
+    pub fn machine_sink(&self) -> impl FnMut(MachineReading) + Send + 'static {
+        let tx = self.tx.clone();
+        move |reading| {
+            let _ = tx.send(Msg::Machine(reading));
+        }
+    }
+
     /// Connections whose reader has not finished.
     pub fn open_connections(&self) -> usize {
         self.open.load(Ordering::SeqCst)
@@ -184,6 +194,7 @@ fn state_thread(rx: Receiver<Msg>, spare: Sender<Vec<Record>>, options: StateOpt
             }
             Msg::Closed(conn, how) => state.end_stream(conn, how),
             Msg::Warning(w) => state.warnings.push(w),
+            Msg::Machine(m) => state.apply_machine(m),
         }
     }
     state.finish();

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 
 /// Name of the metadata file.
 pub const META_FILE: &str = "meta.json";
+/// Name of the machine memory readings file (a wire stream of `Record::Machine` frames,
+/// written by the run's sampler; see `run::machine`). Not a stream file: it lies beside
+/// `streams/`, never in it.
+pub const MACHINE_FILE: &str = "machine.lks";
 /// Name of the folder of stream files.
 pub const STREAMS_DIR: &str = "streams";
 /// Extension of stream files.

@@ -648,3 +648,55 @@ fn ingest_throughput() {
         }
     }
 }
+
+#[test]
+fn a_live_recording_reads_every_cut_as_still_open_and_garbage_as_damage() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("rec");
+    let first: &[Record] = &[hello(10, Origin::Exec), stack(1), alloc(1, 0x10, 4, 1)];
+    let second: &[Record] = &[alloc(2, 0x20, 6, 1)];
+    let whole = encode(&[first, second]);
+    let first_end = encode(&[first]).len();
+    let rec = write_recording(&dir, &[(0, whole.clone())]);
+    let path = stream_path(&dir, ConnId(0));
+    let mut meta = RecordingMeta::starting(vec!["app".into()]).with_this_collector();
+    rec.write_meta(&meta).unwrap();
+    // The collector may be anywhere in a write: every prefix is a snapshot, never damage.
+    for cut in 0..=whole.len() {
+        fs::write(&path, &whole[..cut]).unwrap();
+        let loaded = load(&dir, StateOptions::default()).unwrap();
+        assert!(loaded.live);
+        assert!(loaded.state.warnings.is_empty(), "cut at {cut}");
+        let Some(p) = loaded.state.process(Pid(10)) else {
+            assert!(cut < first_end, "cut at {cut}: no process");
+            continue;
+        };
+        assert_eq!(p.end, StreamEnd::Open, "cut at {cut}");
+        let held = if cut == whole.len() { 10 } else { 4 };
+        assert_eq!(outstanding_bytes(p), held, "cut at {cut}");
+    }
+    // A process that ended is clean even while the recording is live.
+    fs::write(&path, encode(&[first, &[end(3)]])).unwrap();
+    let loaded = load(&dir, StateOptions::default()).unwrap();
+    let p = loaded.state.process(Pid(10)).unwrap();
+    assert!(matches!(p.end, StreamEnd::Clean(_)), "{:?}", p.end);
+    // Garbage inside a stream is damage, live or not.
+    let mut bad = encode(&[first]);
+    bad.extend_from_slice(&[3, 0, 0, 0, 0xff, 0xff, 0xff]);
+    let mut rest = Vec::new();
+    encode_frame(second, &mut rest).unwrap();
+    bad.extend_from_slice(&rest);
+    fs::write(&path, &bad).unwrap();
+    let loaded = load(&dir, StateOptions::default()).unwrap();
+    let p = loaded.state.process(Pid(10)).unwrap();
+    assert!(matches!(p.end, StreamEnd::Damaged(_)), "{:?}", p.end);
+    assert_eq!(outstanding_bytes(p), 4);
+    // Once the run has ended, the same cut is the collector's cut-off again.
+    fs::write(&path, &whole[..whole.len() - 1]).unwrap();
+    meta.exit_status = Some(0);
+    rec.write_meta(&meta).unwrap();
+    let loaded = load(&dir, StateOptions::default()).unwrap();
+    assert!(!loaded.live);
+    let p = loaded.state.process(Pid(10)).unwrap();
+    assert!(matches!(p.end, StreamEnd::Damaged(_)), "{:?}", p.end);
+}

@@ -58,6 +58,8 @@ pub fn model() -> ReportModel {
             allocated_bytes: 1 << 20,
             peak_bytes: 1 << 20,
             temporary: 0,
+            aging: Default::default(),
+            history: Default::default(),
             frames: vec![frame(None, None, None, None, "0x42", false)],
         },
         Site {
@@ -73,6 +75,8 @@ pub fn model() -> ReportModel {
             allocated_bytes: 204_800,
             peak_bytes: 204_800,
             temporary: 0,
+            aging: Default::default(),
+            history: Default::default(),
             frames: vec![
                 frame(
                     Some("fill_cache"),
@@ -114,6 +118,8 @@ pub fn model() -> ReportModel {
             allocated_bytes: 102_400,
             peak_bytes: 65_536,
             temporary: 990,
+            aging: Default::default(),
+            history: Default::default(),
             frames: vec![frame(
                 Some("churn"),
                 Some("src/main.c"),
@@ -148,6 +154,7 @@ pub fn model() -> ReportModel {
         notes: Vec::new(),
         gpu: None,
         heap: None,
+        aging: None,
     };
     let child = ProcessReport {
         pid: 4243,
@@ -173,8 +180,11 @@ pub fn model() -> ReportModel {
         command: vec!["./app".to_owned(), "--leak".to_owned()],
         exit_status: Some(137),
         signal: Some(9),
+        live: false,
+        snapshot_unix_ns: None,
         processes: vec![parent, child],
         warnings: vec!["a stream never said Hello".to_owned()],
+        aging: None,
         top: None,
     }
 }
@@ -194,6 +204,8 @@ pub fn gpu_site(memory: Memory, pool: &str, device: Option<u32>, space: Space, b
         allocated_bytes: bytes,
         peak_bytes: bytes,
         temporary: 0,
+        aging: Default::default(),
+        history: Default::default(),
         frames: vec![frame(
             Some("train_step"),
             Some("train.cpp"),

@@ -71,10 +71,13 @@ mod tests {
                 "command",
                 "exit_status",
                 "signal",
+                "live",
                 "processes",
-                "warnings"
+                "warnings",
+                "aging"
             ])
         );
+        assert_eq!(v["live"], false);
         assert_eq!(v["format_version"], 2);
         assert_eq!(v["exit_status"], 137);
         assert_eq!(v["signal"], 9);
@@ -100,7 +103,8 @@ mod tests {
                 "sites_omitted",
                 "notes",
                 "gpu",
-                "heap"
+                "heap",
+                "aging"
             ])
         );
         assert_eq!(p["gpu"], Value::Null, "no GPU call");
@@ -148,9 +152,11 @@ mod tests {
                 "allocated_bytes",
                 "peak_bytes",
                 "temporary",
-                "frames"
+                "frames",
+                "trend"
             ])
         );
+        assert_eq!(site["trend"], Value::Null, "not tested");
         assert_eq!(site["memory"], "host");
         assert_eq!(site["pool"], "malloc");
         assert_eq!(site["device"], Value::Null);
@@ -480,5 +486,163 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(compact.lines().count(), 1);
         assert!(pretty.lines().count() > 1);
+    }
+    #[test]
+    fn aging_fields_follow_the_contract() {
+        use crate::analysis::aging_model::*;
+        use crate::analysis::trend::shape::Shape;
+        let trend = TrendReport {
+            slope_bytes_per_hour: 4096.0,
+            ci_low: 1024.0,
+            ci_high: 8192.0,
+            p_value: 0.001,
+            significant: true,
+            shape: Shape::Steps,
+        };
+        let tested = Tested {
+            trend: Some(trend),
+            series: Some(SeriesReport {
+                step_s: 10.0,
+                start_s: 60.0,
+                values: vec![1.0, 2.0],
+            }),
+        };
+        let mut model = fixture::model();
+        model.processes[0].sites[1].aging = tested.clone();
+        model.processes[0].aging = Some(ProcessAging {
+            step_s: 10.0,
+            points: 2,
+            stored_series: 3,
+            stored_runs: 4,
+            host: tested.clone(),
+            devices: vec![],
+            pools: vec![PoolAging {
+                pool: "malloc".into(),
+                memory: crate::analysis::model::Memory::Host,
+                device: None,
+                outstanding_bytes: 5,
+                tested: Tested::default(),
+            }],
+            uss: Some(ResidentAging {
+                latest_bytes: 9,
+                window_s: 60.0,
+                tested: Tested::default(),
+            }),
+            rss: None,
+            exhaustion: vec![crate::analysis::aging::exhaustion::at_rate(
+                ExhaustionOf::Gpu { index: 1 },
+                8192,
+                &trend,
+            )],
+        });
+        let mut out = Vec::new();
+        JsonReport::default().render(&model, &mut out).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        let site = &v["processes"][0]["sites"][1];
+        assert_eq!(
+            keys(&site["trend"]),
+            sorted(vec![
+                "slope_bytes_per_hour",
+                "ci_low",
+                "ci_high",
+                "p_value",
+                "significant",
+                "shape"
+            ])
+        );
+        assert_eq!(site["trend"]["shape"], "steps");
+        assert_eq!(site["trend"]["significant"], true);
+        assert_eq!(
+            keys(&site["series"]),
+            sorted(vec!["step_s", "start_s", "values"])
+        );
+        let aging = &v["processes"][0]["aging"];
+        assert_eq!(
+            keys(aging),
+            sorted(vec![
+                "step_s",
+                "points",
+                "stored_series",
+                "stored_runs",
+                "host",
+                "devices",
+                "pools",
+                "uss",
+                "rss",
+                "exhaustion"
+            ])
+        );
+        assert_eq!(keys(&aging["host"]), sorted(vec!["trend", "series"]));
+        assert_eq!(
+            keys(&aging["pools"][0]),
+            sorted(vec![
+                "pool",
+                "memory",
+                "device",
+                "outstanding_bytes",
+                "trend"
+            ])
+        );
+        assert_eq!(aging["pools"][0]["trend"], Value::Null);
+        assert_eq!(
+            keys(&aging["uss"]),
+            sorted(vec!["latest_bytes", "window_s", "trend"])
+        );
+        let e = &aging["exhaustion"][0];
+        assert_eq!(e["memory"], "gpu");
+        assert_eq!(e["index"], 1);
+        assert_eq!(e["hours"], 2.0);
+        assert_eq!(e["hours_low"], 1.0);
+        assert_eq!(e["hours_high"], 8.0);
+        model.aging = Some(RunAging {
+            alpha: 0.01,
+            q: 0.1,
+            warmup_s: 60.0,
+            tests: 7,
+            significant: 1,
+            host: Tested::default(),
+            exhaustion: vec![],
+            machine: None,
+            host_used: Some(MachineAging {
+                index: None,
+                latest_bytes: 10,
+                window_s: 60.0,
+                tested: Tested::default(),
+            }),
+            gpus_used: vec![MachineAging {
+                index: Some(0),
+                latest_bytes: 11,
+                window_s: 60.0,
+                tested: Tested::default(),
+            }],
+        });
+        let mut out = Vec::new();
+        JsonReport::default().render(&model, &mut out).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            keys(&v["aging"]),
+            sorted(vec![
+                "alpha",
+                "q",
+                "warmup_s",
+                "tests",
+                "significant",
+                "host",
+                "exhaustion",
+                "machine",
+                "host_used",
+                "gpus_used"
+            ])
+        );
+        assert_eq!(
+            keys(&v["aging"]["gpus_used"][0]),
+            sorted(vec!["index", "latest_bytes", "window_s", "trend"])
+        );
+        // Without --series, no `series` key at all.
+        model.processes[0].sites[1].aging.series = None;
+        let mut out = Vec::new();
+        JsonReport::default().render(&model, &mut out).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert!(v["processes"][0]["sites"][1].get("series").is_none());
     }
 }

@@ -1,10 +1,12 @@
 //! Rendering the report model: one [`Report`] trait and one file per output format
 //! ([`text`] for people, with its GPU parts in `text_gpu.rs` (PyTorch's allocator in
-//! `text_torch.rs`) and its host heap part in `text_heap.rs`; [`json`] for programs).
+//! `text_torch.rs`) and its host heap part in `text_heap.rs`, its growth part in
+//! `text_aging.rs`; [`json`] for programs).
 
 pub mod human;
 pub mod json;
 pub mod text;
+mod text_aging;
 mod text_gpu;
 mod text_heap;
 mod text_torch;

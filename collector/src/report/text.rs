@@ -10,7 +10,7 @@ use crate::analysis::model::{
     Counts, Frame, OriginName, ProcessReport, ReportModel, Site, StreamStatus,
 };
 use crate::analysis::python::is_interpreter_module;
-use crate::report::human::{bytes, count};
+use crate::report::human::{bytes, count, utc_time};
 use crate::report::text_gpu::{site_tag, summary};
 use crate::report::Report;
 use std::io::{self, Write};
@@ -33,7 +33,7 @@ impl Default for TextReport {
     }
 }
 
-const INDENT: &str = "   ";
+pub(crate) const INDENT: &str = "   ";
 const FRAME_INDENT: &str = "         ";
 
 impl Report for TextReport {
@@ -57,6 +57,9 @@ impl Report for TextReport {
         for warning in &model.warnings {
             writeln!(out, "warning: {warning}")?;
         }
+        if let Some(aging) = &model.aging {
+            crate::report::text_aging::run_summary(aging, out)?;
+        }
         let limit = model.top.unwrap_or(self.default_top);
         for process in &model.processes {
             writeln!(out)?;
@@ -67,6 +70,12 @@ impl Report for TextReport {
 }
 
 fn run_outcome(model: &ReportModel) -> String {
+    if model.live {
+        let at = model
+            .snapshot_unix_ns
+            .map_or_else(|| "now".to_owned(), |ns| format!("at {}", utc_time(ns)));
+        return format!("live recording: the command is still running (snapshot {at})");
+    }
     match (model.signal, model.exit_status) {
         (Some(signal), Some(status)) => {
             format!("command ended by signal {signal} (exit status {status})")
@@ -116,6 +125,7 @@ impl TextReport {
         for note in &p.notes {
             writeln!(out, "{INDENT}note: {note}")?;
         }
+        crate::report::text_aging::process_summary(p, out)?;
 
         let (holding, churn): (Vec<_>, Vec<_>) = p
             .sites
@@ -318,7 +328,7 @@ fn frames_through_main(frames: &[Frame]) -> usize {
 }
 
 /// `function  file:line  (module)`, with what is unknown left out.
-fn frame_line(f: &Frame) -> String {
+pub(crate) fn frame_line(f: &Frame) -> String {
     let mut line = match &f.function {
         Some(function) => function.to_string(),
         None => format!("[unknown] {}", f.address),
@@ -534,5 +544,21 @@ mod tests {
         assert!(text.contains("#20  "));
         assert!(!text.contains("#21  "));
         assert!(text.contains("... 5 more sites not shown"));
+    }
+
+    #[test]
+    fn a_live_report_says_it_is_a_snapshot() {
+        let mut model = fixture::model();
+        model.live = true;
+        model.exit_status = None;
+        model.signal = None;
+        model.snapshot_unix_ns = Some(1_709_296_496_000_000_000);
+        let text = render(&model);
+        assert_eq!(
+            text.lines().nth(1),
+            Some("live recording: the command is still running (snapshot at 2024-03-01 12:34:56 UTC)"),
+            "{text}"
+        );
+        assert!(!text.contains("exit status"), "{text}");
     }
 }

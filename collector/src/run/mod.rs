@@ -7,8 +7,11 @@
 //! - [`signals`]: outliving Ctrl-C and forwarding SIGINT / SIGTERM to the command.
 //! - [`child`]: starting the command, its exit code.
 //! - [`pyhelper`]: the Python helper for PyTorch block tracking.
+//! - [`machine`]: the machine memory sampler (host, cgroup, GPUs) and its thread.
 
 pub mod child;
+pub mod machine;
+mod native;
 pub mod pyhelper;
 pub mod shim;
 pub mod signals;
@@ -40,6 +43,8 @@ pub struct RunOptions {
     pub out: Option<PathBuf>,
     pub format: Format,
     pub top: Option<usize>,
+    /// The aging analysis's settings for the report at the end.
+    pub aging: crate::analysis::aging::AgingOptions,
     /// How long to wait, after the command exits, for streams still open.
     pub grace: Duration,
     pub state: StateOptions,
@@ -160,11 +165,18 @@ pub fn run(opts: &RunOptions, report: &mut dyn Write) -> Result<RunOutcome, RunE
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let mut meta = RecordingMeta::starting(command);
+    // Naming this collector lets `leakscope report` tell the recording is live meanwhile.
+    let mut meta = RecordingMeta::starting(command).with_this_collector();
+    let interval_ms = u64::try_from(opts.shim.interval.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    meta.interval_ms = Some(interval_ms);
     recording.write_meta(&meta)?;
     let listener = Listener::bind()?;
     let signals = signals::install().map_err(RunError::Signals)?;
-    let mut pipeline = Pipeline::start(opts.state)?;
+    let mut state_options = opts.state;
+    state_options.series.interval_ns = interval_ms.saturating_mul(1_000_000);
+    let mut pipeline = Pipeline::start(state_options)?;
     let mut warnings = Vec::new();
     let settings = opts.shim.with_environment();
     let helper = python_helper(&settings, &dir, &mut warnings);
@@ -189,6 +201,9 @@ pub fn run(opts: &RunOptions, report: &mut dyn Write) -> Result<RunOutcome, RunE
         }
     };
     signals::set_child(child.id());
+    let sampler = machine::start(&dir, settings.interval, pipeline.machine_sink())
+        .map_err(|e| warnings.push(e.to_string()))
+        .ok();
     let status = supervise(
         &listener,
         &mut pipeline,
@@ -198,6 +213,11 @@ pub fn run(opts: &RunOptions, report: &mut dyn Write) -> Result<RunOutcome, RunE
         &mut warnings,
     );
     signals::clear_child();
+    warnings.extend(
+        sampler
+            .map(machine::SamplerThread::stop)
+            .unwrap_or_default(),
+    );
     let status = status?;
     let Ingested { state, still_open } = pipeline.finish();
     let (exit_code, signal) = child::exit_code(status);
@@ -212,6 +232,7 @@ pub fn run(opts: &RunOptions, report: &mut dyn Write) -> Result<RunOutcome, RunE
         &meta,
         &AnalysisOptions {
             top: opts.top,
+            aging: opts.aging,
             ..AnalysisOptions::default()
         },
     );

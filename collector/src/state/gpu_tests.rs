@@ -350,6 +350,7 @@ fn settled_handles_are_forgotten_after_the_window() {
     let mut s = RunState::new(StateOptions {
         temporary_ns: 1,
         reorder_window_ns: 1_000,
+        ..StateOptions::default()
     });
     s.apply(C0, hello(10, Origin::Exec));
     s.apply(C0, gfree(5, 1, 0x999, 0, Api::CuMemRelease)); // no entry

@@ -14,6 +14,7 @@
 //! readings over time. `torch.rs` follows PyTorch's caching allocator block by block
 //! (with `torch_figures.rs` for its pools' figures and `series.rs` for bounded series).
 
+mod aging;
 mod capture;
 mod fork;
 mod gpu;
@@ -21,6 +22,7 @@ mod handles;
 mod hash;
 mod heap;
 mod live;
+mod machine;
 mod mapped;
 mod pools;
 mod process;
@@ -43,11 +45,13 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::sync::Arc;
 
+pub use aging::{BucketSeries, Grid, SeriesLimits, SiteSeries, DEFAULT_BUCKETS};
 pub use gpu::GpuState;
 pub use hash::{FxHashMap, FxHashSet, FxHasher};
 pub use heap::{HeapPoint, HeapSeries};
 #[cfg(test)]
 pub(crate) use live::Horizon;
+pub use machine::MachineSeries;
 pub use pools::{PoolReading, PoolState};
 pub use series::Series;
 pub use torch::{BlockSiteKey, BlockSiteStats, Placement, TorchCounts, TorchReading, TorchTrack};
@@ -207,6 +211,8 @@ pub struct StateOptions {
     /// arrive and still be placed right: freed addresses and unmaps still waiting for their
     /// mapping are remembered this long. Default 5 s.
     pub reorder_window_ns: u64,
+    /// The tick grid of the site series (the run's interval) and their bound.
+    pub series: SeriesLimits,
 }
 
 impl Default for StateOptions {
@@ -214,6 +220,7 @@ impl Default for StateOptions {
         StateOptions {
             temporary_ns: 1_000_000,
             reorder_window_ns: 5_000_000_000,
+            series: SeriesLimits::default(),
         }
     }
 }
@@ -244,6 +251,9 @@ pub struct Anomalies {
     /// GPU records whose api does not fit them (a host or pool api on a GPU allocation, a
     /// freeing api on one, a pool api on a free): ignored.
     pub malformed_gpu_records: u64,
+    /// Machine readings (`Record::Machine`, the collector's own record) inside a process's
+    /// stream: ignored.
+    pub machine_records_in_stream: u64,
     /// The shim was built from another protocol source than this collector.
     pub fingerprint_mismatch: bool,
 }
@@ -287,6 +297,8 @@ pub struct ProcessState {
     pub torch: Option<TorchTrack>,
     /// The host heap readings (glibc arenas, resident memory) over time.
     pub heap: HeapSeries,
+    /// Every site's outstanding bytes over time, on the run's tick grid (`aging.rs`).
+    pub aging: SiteSeries,
 }
 
 impl ProcessState {
@@ -310,6 +322,7 @@ impl ProcessState {
             gpu: None,
             torch: None,
             heap: HeapSeries::default(),
+            aging: SiteSeries::default(),
         }
     }
 }
@@ -321,6 +334,8 @@ pub struct RunState {
     pub processes: Vec<ProcessState>,
     /// Problems not tied to one process (a stream that never said `Hello`, ...).
     pub warnings: Vec<String>,
+    /// The machine's memory over the run (host, cgroup, GPUs), from the collector's sampler.
+    pub machine: MachineSeries,
     /// Ingestion internals: live tables, connection routing, fork snapshots.
     router: route::Router,
 }
@@ -331,6 +346,7 @@ impl RunState {
         RunState {
             processes: Vec::new(),
             warnings: Vec::new(),
+            machine: MachineSeries::default(),
             router: route::Router::new(options),
         }
     }
@@ -341,6 +357,11 @@ impl RunState {
             processes,
             ..RunState::default()
         }
+    }
+
+    /// Adds a reading of the machine's memory (newest last).
+    pub fn apply_machine(&mut self, reading: leakscope_protocol::MachineReading) {
+        self.machine.push(reading);
     }
 
     /// The process whose stream is `pid`, latest first.

@@ -52,7 +52,13 @@ impl ProcLive {
         record: Record,
         opts: &StateOptions,
     ) -> Option<(leakscope_protocol::Pid, Snapshot)> {
+        if let Record::Machine(_) = record {
+            // The collector's own record: no shim sends it, and its time is not the stream's.
+            p.anomalies.machine_records_in_stream += 1;
+            return None;
+        }
         if let Some(ts) = record.ts() {
+            p.aging.before(ts.0, &p.sites, p.torch.as_ref());
             p.last_ts = p.last_ts.max(ts);
         }
         if matches!(p.end, StreamEnd::Clean(_)) && !matches!(record, Record::End(_)) {
@@ -126,6 +132,7 @@ impl ProcLive {
             Record::PyCode(c) => self.define_code(p, c),
             Record::Heap(h) => {
                 let live = crate::state::heap::live_host(&p.sites);
+                p.aging.resident(h.rss, h.uss);
                 p.heap.push(h, live);
             }
             Record::TorchBlock(b) => {
@@ -174,7 +181,7 @@ impl ProcLive {
                 }
             }
             Record::End(e) => p.end = StreamEnd::Clean(e.reason),
-            Record::Hello(_) => {}
+            Record::Hello(_) | Record::Machine(_) => {}
         }
         Self::add(p, tally);
         forked

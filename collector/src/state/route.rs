@@ -8,7 +8,9 @@
 use crate::state::fork::Snapshot;
 use crate::state::hash::FxHashMap;
 use crate::state::process::{placeholder_hello, ProcLive};
-use crate::state::{ConnClose, ConnId, ProcessState, RunState, StateOptions, StreamEnd};
+use crate::state::{
+    ConnClose, ConnId, ProcessState, RunState, SiteSeries, StateOptions, StreamEnd,
+};
 use leakscope_protocol::{Hello, Origin, Pid, Record, BUILD_FINGERPRINT};
 
 /// Something held back for a waiting fork child.
@@ -169,7 +171,9 @@ impl RunState {
 
     fn add_process(&mut self, conn: ConnId, hello: Hello) -> usize {
         let idx = self.processes.len();
-        self.processes.push(ProcessState::new(hello, conn));
+        let mut process = ProcessState::new(hello, conn);
+        process.aging = SiteSeries::new(self.router.opts.series);
+        self.processes.push(process);
         self.router.live.push(ProcLive::default());
         self.router.conns.insert(conn, idx);
         idx

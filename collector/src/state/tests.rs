@@ -265,6 +265,7 @@ fn freed_addresses_are_remembered_for_the_reorder_window() {
     let mut s = RunState::new(StateOptions {
         temporary_ns: 1,
         reorder_window_ns: 1_000,
+        ..StateOptions::default()
     });
     s.apply(C0, hello(10, Origin::Exec));
     s.apply(C0, alloc(10, 1, 0x80, 8, 1));

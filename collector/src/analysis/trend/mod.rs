@@ -17,6 +17,7 @@ pub mod normal;
 #[cfg(test)]
 mod reference_tests;
 pub mod sen;
+pub mod shape;
 
 use mann_kendall::MannKendall;
 use sen::{CiRule, PairwiseSlopes};
