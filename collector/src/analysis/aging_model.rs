@@ -139,7 +139,8 @@ pub struct RunAging {
     pub q: f64,
     /// Seconds at the start of each process left out of the tests.
     pub warmup_s: f64,
-    /// Series tested, and of those, significant growths.
+    /// Series tested (those with enough values that are not constant: Benjamini–Hochberg's
+    /// m), and of those, significant growths.
     pub tests: usize,
     pub significant: usize,
     /// Every process's own host memory summed.

@@ -8,10 +8,8 @@
 //! Sampling never fails the run: a figure that cannot be read is left out (logged once at
 //! debug level), a recording file that cannot be written is a warning.
 //!
-//! The sampler thread never writes to stderr itself: `leakscope run` holds the stderr lock
-//! on its main thread for the whole run (the report goes there), so a log line from this
-//! thread would wait for the run to end while the run waits for this thread. Its debug
-//! notes are logged by the thread that stops it.
+//! The sampler thread never writes to stderr itself: its debug notes are collected and
+//! logged once, by the thread that stops it.
 
 use crate::ingest::recording::MACHINE_FILE;
 use crate::run::native::{monotonic_now, Nvml};

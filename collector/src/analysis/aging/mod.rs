@@ -99,9 +99,11 @@ struct Stat {
     ci_low: f64,
     ci_high: f64,
     p: f64,
-    /// The growth at the interval's lower end, over the series's span, is at least one
-    /// unit of the series's own noise (see [`material`]).
+    /// The growth at the interval's lower end, over the series's span, is at least
+    /// [`MATERIAL_NOISE_UNITS`] units of the series's own noise (see [`material`]).
     material: bool,
+    /// Every value is the same (not counted as a test).
+    constant: bool,
 }
 
 /// Tests every series of the run, writes each verdict into `reports` (sites and the
@@ -246,7 +248,12 @@ pub fn analyze_run(
     }
 
     let stats = compute(&candidates, opts.trend.alpha);
-    let tested: Vec<usize> = (0..stats.len()).filter(|&i| stats[i].is_some()).collect();
+    // A constant series carries no information: left out of Benjamini–Hochberg's m, so a
+    // process's thousands of start-up allocations that never change (a million in a
+    // PyTorch process tracked with host memory) do not drown the sites that move.
+    let tested: Vec<usize> = (0..stats.len())
+        .filter(|&i| stats[i].is_some_and(|s| !s.constant))
+        .collect();
     let p: Vec<f64> = tested
         .iter()
         .map(|&i| stats[i].map_or(1.0, |s| s.p))
@@ -444,6 +451,7 @@ fn stat(values: &[f64], band: f64, alpha: f64) -> Option<Stat> {
             ci_high: 0.0,
             p: 1.0,
             material: false,
+            constant: true,
         });
     }
     let s = trend::series_stats(values, alpha);
@@ -453,6 +461,7 @@ fn stat(values: &[f64], band: f64, alpha: f64) -> Option<Stat> {
         ci_high: s.ci_high,
         p: s.test.p,
         material: material(values, s.slope, s.ci_low, band),
+        constant: false,
     })
 }
 
