@@ -442,6 +442,7 @@ def summarize(polls, samples, args, workload, rec, run_elapsed_s, run_rc, interr
             "final": p.get("final", False),
             "ok": p["ok"],
             "error": p.get("error"),
+            "recording_bytes": p.get("recording_bytes"),
             **({k: v for k, v in p["digest"].items()} if p["ok"] else {}),
         }
         for p in polls
@@ -529,15 +530,16 @@ def markdown(res):
     for k, val in rows:
         lines.append(f"| {k} | {val} |")
     lines.append("")
-    lines.append("| poll (min) | report (s) | leak site | step site | churn flagged | USS (black box) |")
-    lines.append("|---|---|---|---|---|---|")
+    lines.append("| poll (min) | report (s) | leak site | step site | churn flagged | USS (black box) | disk MB |")
+    lines.append("|---|---|---|---|---|---|---|")
     for p in res["poll_log"]:
         tag = f"{p['t_min']}" + (" (final)" if p["final"] else "")
         if not p["ok"]:
-            lines.append(f"| {tag} | {v(p['report_s'])} | failed: {p['error']} | | | |")
+            lines.append(f"| {tag} | {v(p['report_s'])} | failed: {p['error']} | | | | |")
             continue
         lines.append(f"| {tag} | {v(p['report_s'])} | {fmt_trend(p['leak'])} | {fmt_trend(p['step'])} | "
-                     f"{len(p['churn_flagged'])} of {p['churn_functions']} | {fmt_trend(p['uss'])} |")
+                     f"{len(p['churn_flagged'])} of {p['churn_functions']} | {fmt_trend(p['uss'])} | "
+                     f"{'' if p.get('recording_bytes') is None else round(p['recording_bytes'] / 1e6, 1)} |")
     return "\n".join(lines)
 
 
@@ -590,6 +592,9 @@ def main():
     ap.add_argument("--live-only", action="store_true",
                     help="judge from the live polls only (default: after the run, judge the recording "
                          "again as it stood at each poll time, with `leakscope report --until`)")
+    ap.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
+                    help="leakscope's checkpoint interval for the run (LEAKSCOPE_CHECKPOINT_MS); implies "
+                         "--live-only. Default: checkpoints off, so that the recording can be judged again")
     ap.add_argument("--evaluate", default=None, metavar="REC",
                     help="do not run anything: judge an existing recording REC at each --poll step "
                          "up to --minutes")
@@ -665,7 +670,17 @@ def main():
     run_out = open(out / "run.stdout", "wb")
     run_err = open(out / "run.stderr", "wb")
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=run_out, stderr=run_err, cwd=str(out), start_new_session=True)
+    env = dict(os.environ)
+    if args.checkpoint_every is not None:
+        # Checkpoints give back the stream bytes they cover: the recording cannot be read
+        # again as it stood earlier, so only the live polls judge.
+        env["LEAKSCOPE_CHECKPOINT_MS"] = str(int(args.checkpoint_every * 1000))
+        args.live_only = True
+    elif not args.live_only:
+        # Keep every byte, so that the recording can be judged again at each poll time.
+        env["LEAKSCOPE_CHECKPOINT_MS"] = "0"
+    proc = subprocess.Popen(cmd, stdout=run_out, stderr=run_err, cwd=str(out), start_new_session=True,
+                            env=env)
 
     stop = threading.Event()
     sampler = UssSampler(proc.pid, t0, stop)
@@ -685,6 +700,7 @@ def main():
                 raise RuntimeError(f"exit {r.returncode}: "
                                    + r.stderr.decode(errors="replace").strip()[-300:])
             rec_["digest"] = digest(json.loads(r.stdout))
+            rec_["recording_bytes"] = du_bytes(rec)
             rec_["ok"] = True
         except subprocess.TimeoutExpired:
             rec_["report_s"] = REPORT_TIMEOUT_S

@@ -11,7 +11,7 @@ macro_rules! apis {
         /// [`crate::Free`] of the old block and an [`crate::Alloc`] of the new one, both with
         /// the same api. A CUDA call that the runtime implements with a driver call is
         /// recorded once, with the API the program called.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode, serde::Serialize, serde::Deserialize)]
         pub enum Api {
             $($(#[$doc])* $variant,)*
         }

@@ -12,7 +12,20 @@ pub use crate::torch::{TorchBlock, TorchState};
 use bincode::{Decode, Encode};
 
 /// Which kind of memory an allocation is. JSON reports use [`MemoryKind::name`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Encode,
+    Decode,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub enum MemoryKind {
     /// The C heap (`malloc` and its relatives).
     Host,
@@ -49,7 +62,7 @@ impl MemoryKind {
 }
 
 /// How this process came to be tracked.
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize)]
 pub enum Origin {
     /// The shim was loaded at program start (the command itself, or an exec'd child).
     Exec,
@@ -59,7 +72,7 @@ pub enum Origin {
 }
 
 /// First record of every stream.
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize)]
 pub struct Hello {
     pub pid: Pid,
     pub ppid: Pid,
@@ -77,7 +90,7 @@ pub struct Hello {
 }
 
 /// One mapped segment of a module.
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize)]
 pub struct Segment {
     pub start: RuntimeAddr,
     pub end: RuntimeAddr,
@@ -87,7 +100,7 @@ pub struct Segment {
 }
 
 /// A module loaded in the process (at start or by `dlopen`).
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize)]
 pub struct ModuleMap {
     pub id: ModuleId,
     /// Path of the file as the loader opened it (the main executable's resolved path).
@@ -98,7 +111,7 @@ pub struct ModuleMap {
 }
 
 /// A module removed by `dlclose`; addresses in its range no longer belong to it.
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize)]
 pub struct ModuleUnload {
     pub id: ModuleId,
 }
@@ -107,7 +120,7 @@ pub struct ModuleUnload {
 /// inside the call instruction), innermost first, the shim's own frames already removed;
 /// and, when the thread was running Python, its Python frames (innermost first, split
 /// into evaluation-loop segments by [`PyFrame::Boundary`]).
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize)]
 pub struct StackDef {
     pub id: StackId,
     pub frames: Vec<RuntimeAddr>,
@@ -115,7 +128,9 @@ pub struct StackDef {
 }
 
 /// Memory handed to the program.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub struct Alloc {
     pub ts: Timestamp,
     pub thread: ThreadId,
@@ -129,7 +144,9 @@ pub struct Alloc {
 
 /// Memory given back. Recorded before the real free runs. GPU frees use this record too:
 /// their [`Api::space`] says which of the GPU address spaces `addr` names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub struct Free {
     pub ts: Timestamp,
     pub thread: ThreadId,
@@ -144,7 +161,9 @@ pub struct Free {
 
 /// The parent's side of a `fork`: the child's stream starts from the parent's live
 /// allocations as they stand at this record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub struct Fork {
     pub ts: Timestamp,
     pub thread: ThreadId,
@@ -153,7 +172,9 @@ pub struct Fork {
 
 /// Events the shim had to drop (channel full or buffer unavailable), cumulative since the
 /// stream began: each `Dropped` supersedes the previous one.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub struct Dropped {
     pub ts: Timestamp,
     pub allocs: u64,
@@ -162,7 +183,9 @@ pub struct Dropped {
 }
 
 /// Why a stream ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub enum EndReason {
     /// The process is exiting normally (`exit`, return from `main`).
     Exit,
@@ -172,14 +195,16 @@ pub enum EndReason {
 }
 
 /// Last record of a clean stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub struct End {
     pub ts: Timestamp,
     pub reason: EndReason,
 }
 
 /// One record of a stream.
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize)]
 pub enum Record {
     Hello(Hello),
     Module(ModuleMap),

@@ -9,7 +9,20 @@ use bincode::{Decode, Encode};
 
 /// What a GPU record's address names. Each space is its own namespace: a handle value may
 /// equal a device pointer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Encode,
+    Decode,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub enum GpuSpace {
     /// A pointer to memory the call allocated (device, pinned or managed).
     Pointer,
@@ -41,7 +54,9 @@ impl GpuSpace {
 }
 
 /// Memory (or address space) handed out by a CUDA call. Its space is `api.space()`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub struct GpuAlloc {
     pub ts: Timestamp,
     pub thread: ThreadId,
@@ -58,7 +73,9 @@ pub struct GpuAlloc {
 }
 
 /// What happened to a stream-ordered pool.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub enum PoolAction {
     Created,
     Destroyed,
@@ -71,7 +88,9 @@ pub enum PoolAction {
 /// A stream-ordered pool's state after `action`: what it holds from the device
 /// (`reserved`) and what of that is handed out (`used`). Both are zero where the driver
 /// could not be asked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub struct PoolEvent {
     pub ts: Timestamp,
     pub thread: ThreadId,
@@ -85,7 +104,9 @@ pub struct PoolEvent {
 /// A CUDA-graph capture beginning or ending on a thread (`cudaStreamBeginCapture`,
 /// `cudaStreamEndCapture`). Allocations a caching allocator makes on that thread in
 /// between serve the graph's private pool.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub struct Capture {
     pub ts: Timestamp,
     pub thread: ThreadId,

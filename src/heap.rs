@@ -6,7 +6,9 @@ use crate::ids::Timestamp;
 use bincode::{Decode, Encode};
 
 /// One glibc arena (the main arena is index 0).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub struct ArenaReading {
     /// Bytes the arena holds from the system (`<system type="current">`).
     pub system: u64,
@@ -30,7 +32,9 @@ impl ArenaReading {
 }
 
 /// The host heap and the process's memory at one moment.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub struct HeapReading {
     pub ts: Timestamp,
     /// Resident set size (`/proc/self/statm`), bytes.

@@ -8,7 +8,9 @@ use bincode::{Decode, Encode};
 
 /// The memory of a cgroup (v2 `memory.max` / `memory.current`, or v1
 /// `memory.limit_in_bytes` / `memory.usage_in_bytes`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub struct CgroupMemory {
     /// The limit in bytes; `None` when there is none (`max`, or a v1 value of 2^62 or more).
     pub limit: Option<u64>,
@@ -17,7 +19,9 @@ pub struct CgroupMemory {
 }
 
 /// One GPU's memory as its driver reports it (NVML).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub struct GpuMemory {
     /// The driver's device index (NVML's, which need not be CUDA's ordinal).
     pub index: u32,
@@ -29,7 +33,9 @@ pub struct GpuMemory {
 }
 
 /// The machine's memory at one moment.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub struct MachineReading {
     /// When the reading was taken (`CLOCK_MONOTONIC`, as the shim's event times).
     pub ts: Timestamp,

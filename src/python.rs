@@ -6,7 +6,9 @@ use crate::ids::CodeKey;
 use bincode::{Decode, Encode};
 
 /// One entry of a stack's Python part, innermost first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub enum PyFrame {
     /// A frame running `code`, at instruction `instr` (in 16-bit code units from the start
     /// of the bytecode; 3.10: `f_lasti`); -1 when the frame has not started yet.
@@ -18,7 +20,20 @@ pub enum PyFrame {
 }
 
 /// A CPython version as `major.minor`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Encode,
+    Decode,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct PyVersion {
     pub major: u8,
     pub minor: u8,
@@ -36,7 +51,7 @@ impl PyVersion {
 }
 
 /// The encodings of `co_linetable`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum LineTableFormat {
     /// 3.10: `(bytecode-byte delta, signed line delta)` pairs (`Objects/lnotab_notes.txt`).
     Pairs310,
@@ -47,7 +62,7 @@ pub enum LineTableFormat {
 /// A code object, sent the first time a stream names its [`CodeKey`]. The key stays
 /// valid for the whole stream: a code object that dies and is replaced by another at the
 /// same address gets a new key.
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize)]
 pub struct PyCode {
     pub key: CodeKey,
     pub version: PyVersion,

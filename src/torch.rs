@@ -8,7 +8,9 @@ use crate::ids::{DeviceOrdinal, RuntimeAddr, StackId, ThreadId, Timestamp};
 use bincode::{Decode, Encode};
 
 /// A block handed to a tensor (`alloc`) or given back by it, with the allocating stack.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub struct TorchBlock {
     pub ts: Timestamp,
     pub thread: ThreadId,
@@ -23,11 +25,27 @@ pub struct TorchBlock {
 /// capture creates for itself is `(n, 0)`; a user-created id is `(0, n)`, which is either a
 /// `torch.cuda.MemPool` or a pool handle for graphs (`torch.cuda.graph_pool_handle()`);
 /// [`TorchState::mempools`] tells those apart.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Encode,
+    Decode,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct TorchPoolId(pub u64, pub u64);
 
 /// What a block is doing, as the allocator says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub enum BlockState {
     /// In use by a tensor.
     Allocated,
@@ -38,7 +56,9 @@ pub enum BlockState {
 }
 
 /// One block of a segment, in a [`TorchState`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub struct BlockInfo {
     pub addr: RuntimeAddr,
     pub size: u64,
@@ -48,7 +68,7 @@ pub struct BlockInfo {
 }
 
 /// One segment and all its blocks.
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize)]
 pub struct SegmentInfo {
     pub device: DeviceOrdinal,
     pub addr: RuntimeAddr,
@@ -63,7 +83,7 @@ pub struct SegmentInfo {
 
 /// The allocator's segments at `ts`, as a change from the previous `TorchState` of the
 /// stream (`full`: a complete listing that replaces everything known before).
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize)]
 pub struct TorchState {
     pub ts: Timestamp,
     pub full: bool,
@@ -80,7 +100,9 @@ pub struct TorchState {
 }
 
 /// A `torch.cuda.MemPool` the program created.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 pub struct MemPoolInfo {
     pub id: TorchPoolId,
     /// Created with an allocator of its own (`CUDAPluggableAllocator`, as vLLM's); otherwise

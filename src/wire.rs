@@ -159,6 +159,19 @@ impl<R: Read> Decoder<R> {
         })
     }
 
+    /// Reads on a stream whose header was checked before (by [`Decoder::new`] on the same
+    /// stream) from `offset`, the start of a frame as [`Decoder::offset`] gave it after an
+    /// earlier frame: `reader` must be positioned there. Offsets in errors count from the
+    /// start of the stream.
+    pub fn resume(reader: R, offset: u64) -> Self {
+        Decoder {
+            reader,
+            offset: offset.max(HEADER_LEN as u64),
+            frames: 0,
+            payload: Vec::new(),
+        }
+    }
+
     /// Bytes consumed so far (header and whole frames).
     pub fn offset(&self) -> u64 {
         self.offset

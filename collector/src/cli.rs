@@ -243,6 +243,7 @@ fn run_command(args: RunArgs) -> Result<i32, CommandError> {
         aging: args.view.aging.options(),
         grace: Duration::from_secs_f64(args.grace),
         state: StateOptions::default(),
+        checkpoint_every: run::checkpoint_every_from_env(),
         shim: ShimSettings {
             track: args.track,
             interval: args.interval,

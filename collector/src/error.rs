@@ -22,6 +22,14 @@ pub enum RecordingError {
     Read { path: PathBuf, source: io::Error },
     #[error("cannot write {}: {source}", .path.display())]
     Write { path: PathBuf, source: io::Error },
+    #[error("cannot read the recording as it stood {until_s:.3} s after its start: its checkpoint {} holds events up to {newest_s:.3} s, and the stream bytes before it were given back to the file system; choose --until {newest_s:.0} s or later", .path.display())]
+    UntilBeforeCheckpoint {
+        path: PathBuf,
+        until_s: f64,
+        newest_s: f64,
+    },
+    #[error("cannot read the recording up to a time: its checkpoint {} holds the end of the damaged stream {}, which may still have been going at that time, and the stream bytes before the checkpoint were given back to the file system; read the recording without --until", .path.display(), .stream.display())]
+    UntilDamagedInCheckpoint { path: PathBuf, stream: PathBuf },
     #[error("{} is not valid recording metadata: {source}", .path.display())]
     BadMeta {
         path: PathBuf,

@@ -15,6 +15,17 @@ use std::path::Path;
 /// before the cut, silently. Otherwise a damaged file gives a warning naming the file and
 /// the problem, after applying what could be read.
 pub fn load_machine(dir: &Path, state: &mut RunState, until: Option<u64>) -> Option<String> {
+    load_machine_after(dir, state, None, until)
+}
+
+/// [`load_machine`], leaving out the readings stamped at or before `after` too (those a
+/// checkpoint's state holds already).
+pub fn load_machine_after(
+    dir: &Path,
+    state: &mut RunState,
+    after: Option<u64>,
+    until: Option<u64>,
+) -> Option<String> {
     let path = dir.join(MACHINE_FILE);
     let file = match File::open(&path) {
         Ok(f) => f,
@@ -27,6 +38,7 @@ pub fn load_machine(dir: &Path, state: &mut RunState, until: Option<u64>) -> Opt
         for r in records.drain(..) {
             match r {
                 Record::Machine(m) if until.is_some_and(|cut| m.ts.0 > cut) => {}
+                Record::Machine(m) if after.is_some_and(|seen| m.ts.0 <= seen) => {}
                 Record::Machine(m) => state.apply_machine(m),
                 _ => foreign += 1,
             }

@@ -3,14 +3,20 @@
 //! over one bounded channel to the single state thread, which applies them in arrival order
 //! (so the state needs no locks). A full channel makes readers wait, which in turn makes the
 //! shim wait or drop and count.
+//!
+//! With checkpoints on, each frame goes with the stream offset just after it, and the state
+//! thread writes a checkpoint of its state (with the offset of each stream's last frame
+//! applied) every so often, between two messages (`ingest::checkpoint`).
 
 use crate::error::RunError;
-use crate::ingest::decode::decode_stream;
+use crate::ingest::checkpoint::Checkpointer;
+use crate::ingest::decode::decode_stream_offsets;
 use crate::ingest::recording::Recording;
 use crate::ingest::tee::Tee;
 use crate::state::{ConnClose, ConnId, RunState, StateOptions};
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use leakscope_protocol::{MachineReading, Record};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -23,7 +29,8 @@ const CHANNEL_FRAMES: usize = 1024;
 /// What readers tell the state thread.
 #[derive(Debug)]
 enum Msg {
-    Records(ConnId, Vec<Record>),
+    /// A frame's records and the stream offset just after the frame.
+    Records(ConnId, Vec<Record>, u64),
     Closed(ConnId, ConnClose),
     Warning(String),
     Machine(MachineReading),
@@ -60,11 +67,20 @@ pub struct Ingested {
 impl Pipeline {
     /// Starts the state thread.
     pub fn start(options: StateOptions) -> Result<Self, RunError> {
+        Self::start_with(options, None)
+    }
+
+    /// Starts the state thread, which takes checkpoints with `checkpoints` (see
+    /// `ingest::checkpoint`) when given.
+    pub fn start_with(
+        options: StateOptions,
+        checkpoints: Option<Checkpointer>,
+    ) -> Result<Self, RunError> {
         let (tx, rx) = bounded(CHANNEL_FRAMES);
         let (spare_tx, spare) = bounded(CHANNEL_FRAMES);
         let state = thread::Builder::new()
             .name("leakscope-state".into())
-            .spawn(move || state_thread(rx, spare_tx, options))
+            .spawn(move || state_thread(rx, spare_tx, options, checkpoints))
             .map_err(RunError::Thread)?;
         Ok(Pipeline {
             tx,
@@ -160,9 +176,9 @@ fn read_connection(
     stopped: &AtomicBool,
 ) {
     let tee = Tee::new(stream, file);
-    let ended = decode_stream(tee, name, |records| {
+    let ended = decode_stream_offsets(tee, name, |records, offset| {
         let full = std::mem::replace(records, spare.try_recv().unwrap_or_default());
-        let _ = tx.send(Msg::Records(id, full));
+        let _ = tx.send(Msg::Records(id, full, offset));
     });
     let mut tee = ended.source;
     let close = match ended.close {
@@ -184,17 +200,46 @@ fn read_connection(
     let _ = tx.send(Msg::Closed(id, close));
 }
 
-fn state_thread(rx: Receiver<Msg>, spare: Sender<Vec<Record>>, options: StateOptions) -> RunState {
+fn state_thread(
+    rx: Receiver<Msg>,
+    spare: Sender<Vec<Record>>,
+    options: StateOptions,
+    mut checkpoints: Option<Checkpointer>,
+) -> RunState {
     let mut state = RunState::new(options);
-    for msg in rx {
+    // What a checkpoint needs: where each stream's applied frames end, which ended.
+    let mut offsets = BTreeMap::new();
+    let mut closed = BTreeSet::new();
+    loop {
+        let msg = match &checkpoints {
+            Some(c) => match rx.recv_deadline(c.deadline()) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+            None => match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => break,
+            },
+        };
         match msg {
-            Msg::Records(conn, mut records) => {
+            Some(Msg::Records(conn, mut records, offset)) => {
                 state.apply_all(conn, records.drain(..));
+                offsets.insert(conn, offset);
                 let _ = spare.try_send(records);
             }
-            Msg::Closed(conn, how) => state.end_stream(conn, how),
-            Msg::Warning(w) => state.warnings.push(w),
-            Msg::Machine(m) => state.apply_machine(m),
+            Some(Msg::Closed(conn, how)) => {
+                state.end_stream(conn, how);
+                closed.insert(conn);
+            }
+            Some(Msg::Warning(w)) => state.warnings.push(w),
+            Some(Msg::Machine(m)) => state.apply_machine(m),
+            None => {}
+        }
+        if let Some(c) = &mut checkpoints {
+            if let Some(w) = c.tick(&state, &offsets, &closed) {
+                state.warnings.push(w);
+            }
         }
     }
     state.finish();

@@ -19,6 +19,7 @@ pub mod socket;
 
 use crate::analysis::{analyze, AnalysisOptions};
 use crate::error::RunError;
+use crate::ingest::checkpoint::Checkpointer;
 use crate::ingest::meta::RecordingMeta;
 use crate::ingest::pipeline::{Ingested, Pipeline};
 use crate::ingest::recording::Recording;
@@ -48,6 +49,9 @@ pub struct RunOptions {
     /// How long to wait, after the command exits, for streams still open.
     pub grace: Duration,
     pub state: StateOptions,
+    /// How often the state is saved in the recording (`ingest::checkpoint`), after which
+    /// the stream bytes before the previous checkpoint are given back; `None`: never.
+    pub checkpoint_every: Option<Duration>,
     /// How the shim is configured.
     pub shim: ShimSettings,
 }
@@ -154,6 +158,28 @@ pub fn default_dir(program: &std::ffi::OsStr) -> PathBuf {
     PathBuf::from(format!("leakscope.{base}.{}", std::process::id()))
 }
 
+/// How often a run saves its state (`ingest::checkpoint`) unless told otherwise.
+pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_secs(600);
+
+/// The checkpoint interval: [`DEFAULT_CHECKPOINT_EVERY`], or the milliseconds in
+/// `LEAKSCOPE_CHECKPOINT_MS` (0: no checkpoints; for tests and for runs whose recording
+/// must keep every byte).
+pub fn checkpoint_every_from_env() -> Option<Duration> {
+    match std::env::var("LEAKSCOPE_CHECKPOINT_MS") {
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(0) => None,
+            Ok(ms) => Some(Duration::from_millis(ms)),
+            Err(_) => {
+                tracing::warn!(
+                    "LEAKSCOPE_CHECKPOINT_MS={v} is not a number of milliseconds; ignored"
+                );
+                Some(DEFAULT_CHECKPOINT_EVERY)
+            }
+        },
+        Err(_) => Some(DEFAULT_CHECKPOINT_EVERY),
+    }
+}
+
 /// Runs the command under leakscope and writes the report to `report`.
 pub fn run(opts: &RunOptions, report: &mut dyn Write) -> Result<RunOutcome, RunError> {
     let program = opts.command.first().ok_or(RunError::NoCommand)?;
@@ -176,7 +202,10 @@ pub fn run(opts: &RunOptions, report: &mut dyn Write) -> Result<RunOutcome, RunE
     let signals = signals::install().map_err(RunError::Signals)?;
     let mut state_options = opts.state;
     state_options.series.interval_ns = interval_ms.saturating_mul(1_000_000);
-    let mut pipeline = Pipeline::start(state_options)?;
+    let checkpoints = opts
+        .checkpoint_every
+        .map(|every| Checkpointer::new(&dir, every));
+    let mut pipeline = Pipeline::start_with(state_options, checkpoints)?;
     let mut warnings = Vec::new();
     let settings = opts.shim.with_environment();
     let helper = python_helper(&settings, &dir, &mut warnings);

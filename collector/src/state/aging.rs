@@ -24,7 +24,7 @@ use leakscope_protocol::StackId;
 pub const DEFAULT_BUCKETS: usize = 512;
 
 /// How fine and how long the series are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SeriesLimits {
     /// Length of a tick, in nanoseconds (the run's interval).
     pub interval_ns: u64,
@@ -42,14 +42,14 @@ impl Default for SeriesLimits {
 }
 
 /// `len` consecutive buckets of the same value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Run {
     value: u64,
     len: u32,
 }
 
 /// One series of bucket values on its process's grid (see the module documentation).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BucketSeries {
     /// Index of the first bucket, at the grid's level.
     start: u64,
@@ -189,7 +189,7 @@ impl BucketSeries {
 }
 
 /// The grid and the site series of one process.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct SiteSeries {
     limits: SeriesLimits,
     /// The first tick sampled; `None` until one is.
@@ -351,7 +351,7 @@ impl SiteSeries {
 }
 
 /// Where a process's buckets lie in time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Grid {
     /// Length of a tick, in nanoseconds.
     pub interval_ns: u64,

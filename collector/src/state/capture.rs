@@ -11,7 +11,7 @@ use crate::state::live::Horizon;
 use leakscope_protocol::{Capture, ThreadId};
 
 /// One thread's windows.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Windows {
     /// Captures begun and not yet ended.
     depth: u64,
@@ -20,7 +20,7 @@ struct Windows {
 }
 
 /// See the module documentation.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct CaptureWindows {
     threads: FxHashMap<ThreadId, Windows>,
 }

@@ -19,7 +19,7 @@ use crate::state::{ProcessState, StateOptions};
 use leakscope_protocol::{StackId, Timestamp};
 
 /// See the module documentation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Snapshot {
     pub ts: Timestamp,
     blocks: Vec<(BlockKey, Block)>,

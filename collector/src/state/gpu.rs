@@ -23,7 +23,7 @@ use leakscope_protocol::{Api, Capture, Free, GpuAlloc, GpuSpace, PoolEvent, Pool
 use std::collections::BTreeMap;
 
 /// What a process did with GPUs that its sites do not show.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GpuState {
     /// Stream-ordered pools by handle.
     pub pools: BTreeMap<PoolHandle, PoolState>,
@@ -39,7 +39,7 @@ impl GpuState {
 }
 
 /// How a GPU record was taken.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Applied {
     Done,
     /// A mapping, reservation or free of an empty range: nothing changed.
@@ -49,7 +49,7 @@ pub(crate) enum Applied {
 }
 
 /// The GPU tables of one process (see the module documentation).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct GpuLive {
     /// Pointers and registrations.
     blocks: LiveTable,

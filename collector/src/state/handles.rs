@@ -21,7 +21,7 @@ use crate::state::SiteKey;
 const SWEEP_MIN_EVENTS: u64 = 4096;
 
 /// What a handle event does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum HandleOp {
     /// A new physical allocation (`cuMemCreate`): an owned entry.
     Create(Block),
@@ -32,14 +32,14 @@ pub(crate) enum HandleOp {
     Release,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 struct Event {
     ts: u64,
     op: HandleOp,
 }
 
 /// A live entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Entry {
     site: SiteKey,
     size: u64,
@@ -48,7 +48,7 @@ struct Entry {
 }
 
 /// What replaying an event did to the sites and counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Effect {
     Count(SiteKey, u64),
     Hold(SiteKey, u64),
@@ -58,7 +58,7 @@ enum Effect {
 }
 
 /// One handle: its settled entry and the events of the window after it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct History {
     /// The entry after every folded event.
     base: Option<Entry>,
@@ -71,7 +71,7 @@ struct History {
 }
 
 /// See the module documentation.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct HandleTable {
     handles: FxHashMap<u64, History>,
     /// Unknown and implied frees of folded events.

@@ -13,7 +13,7 @@ use crate::state::{SiteKey, SiteStats};
 use leakscope_protocol::{ArenaReading, HeapReading, MemoryKind, Timestamp};
 
 /// One reading summed over its arenas, with the program's C heap at that moment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HeapPoint {
     pub ts: Timestamp,
     pub rss: u64,
@@ -75,7 +75,7 @@ pub(crate) fn live_host(sites: &FxHashMap<SiteKey, SiteStats>) -> (u64, u64) {
 }
 
 /// The heap readings of one process (see the module documentation).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HeapSeries {
     points: Series<HeapPoint>,
     /// The newest reading, every arena.

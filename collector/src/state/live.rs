@@ -29,7 +29,7 @@ use std::collections::hash_map::Entry;
 const SWEEP_MIN_EVENTS: u64 = 1 << 20;
 
 /// One allocation as the tables keep it: when, how many bytes, and the site it counts for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Block {
     pub ts: u64,
     pub size: u64,
@@ -38,7 +38,7 @@ pub(crate) struct Block {
 
 /// Events older than this (`Some(ts)`: timestamps below it; `None`: every event, the
 /// stream has ended) can no longer be paired with anything arriving later.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Horizon(pub Option<u64>);
 
 impl Horizon {
@@ -50,7 +50,7 @@ impl Horizon {
 }
 
 /// Counts that settling produces, added to the process by the caller.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Tally {
     /// Frees whose allocation never arrived.
     pub unknown_frees: u64,
@@ -61,21 +61,21 @@ pub(crate) struct Tally {
 
 /// The namespace an address belongs to: host memory of one kind, or one GPU address space
 /// (a handle value may equal a device pointer).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub(crate) enum AddrSpace {
     Host(MemoryKind),
     Gpu(GpuSpace),
 }
 
 /// An address in one address space.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub(crate) struct BlockKey {
     pub space: AddrSpace,
     pub addr: u64,
 }
 
 /// The newest event at an address.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 enum Slot {
     /// An allocation, outstanding.
     Live(Block),
@@ -84,7 +84,7 @@ enum Slot {
 }
 
 /// See the module documentation.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct LiveTable {
     slots: FxHashMap<BlockKey, Slot>,
     /// Allocations and frees applied, and blocks inherited at fork.

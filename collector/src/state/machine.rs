@@ -6,7 +6,7 @@ use crate::state::series::Series;
 use leakscope_protocol::MachineReading;
 
 /// The machine readings of one run, oldest first.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MachineSeries {
     readings: Series<MachineReading>,
 }

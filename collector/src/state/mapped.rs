@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 const SWEEP_MIN_EVENTS: u64 = 4096;
 
 /// One mapped range `[start, end)` (the start is the table key).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Piece {
     pub end: u64,
     pub ts: u64,
@@ -27,7 +27,7 @@ pub(crate) struct Piece {
     pub whole: bool,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 struct PendingUnmap {
     start: u64,
     end: u64,
@@ -35,7 +35,7 @@ struct PendingUnmap {
 }
 
 /// See the module documentation.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct MappedTable {
     /// Keyed by (start, sequence number): ranges may overlap while unmaps are in flight.
     pieces: BTreeMap<(u64, u64), Piece>,

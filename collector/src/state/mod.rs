@@ -60,7 +60,7 @@ pub use torch_figures::{figures as torch_figures, PoolFigures, PoolKey};
 /// A call site as the state knows it: one distinct stack, memory kind and (for GPU memory)
 /// device, address space, ownership, capture mark and api. Analysis merges sites whose
 /// symbolized frames (and everything but the stack and api) are the same.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SiteKey {
     pub stack: StackId,
     pub kind: MemoryKind,
@@ -147,7 +147,7 @@ impl Ord for SiteKey {
 }
 
 /// Statistics of one site. Byte counts are the sizes the program asked for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SiteStats {
     /// Bytes still allocated from this site.
     pub outstanding_bytes: u64,
@@ -167,7 +167,7 @@ pub struct SiteStats {
 }
 
 /// How a process's stream ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StreamEnd {
     /// Still connected (or the recording is being read while live).
     Open,
@@ -181,7 +181,19 @@ pub enum StreamEnd {
 
 /// Identifies one connection (one stream, one recording file `streams/NNNNNN.lks`), numbered
 /// from 0 in order of arrival.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct ConnId(pub u32);
 
 impl fmt::Display for ConnId {
@@ -192,7 +204,7 @@ impl fmt::Display for ConnId {
 }
 
 /// How a connection's transport ended, as [`RunState::end_stream`] is told.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ConnClose {
     /// End of file: the process closed the stream (clean if an `End` record came).
     Eof,
@@ -203,7 +215,7 @@ pub enum ConnClose {
 }
 
 /// Tunables of the state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StateOptions {
     /// An allocation freed within this many nanoseconds is temporary. Default 1 ms.
     pub temporary_ns: u64,
@@ -226,7 +238,7 @@ impl Default for StateOptions {
 }
 
 /// Records a stream should not contain: counted, never fatal.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Anomalies {
     /// Records that arrived before the stream's `Hello`.
     pub records_before_hello: u64,
@@ -259,7 +271,7 @@ pub struct Anomalies {
 }
 
 /// Everything known about one tracked process.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct ProcessState {
     pub hello: Hello,
     /// Every module the process loaded, unloaded ones included (stacks recorded while they
@@ -329,7 +341,7 @@ impl ProcessState {
 
 /// All processes of one run, keyed by pid. A pid reused by a later process gets a new
 /// entry; `processes` keeps them in order of first appearance.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct RunState {
     pub processes: Vec<ProcessState>,
     /// Problems not tied to one process (a stream that never said `Hello`, ...).

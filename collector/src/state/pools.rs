@@ -8,7 +8,7 @@ use crate::state::series::Series;
 use leakscope_protocol::{DeviceOrdinal, PoolAction, PoolEvent, Timestamp};
 
 /// One reading of a stream-ordered pool.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PoolReading {
     pub ts: Timestamp,
     pub reserved: u64,
@@ -16,7 +16,7 @@ pub struct PoolReading {
 }
 
 /// One stream-ordered pool.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PoolState {
     /// The device of the newest event that named one.
     pub device: Option<DeviceOrdinal>,

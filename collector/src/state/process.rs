@@ -16,7 +16,7 @@ use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 /// The private side of a [`ProcessState`]: its live tables and what routing needs.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ProcLive {
     /// Host memory (every kind but mapped).
     pub blocks: LiveTable,

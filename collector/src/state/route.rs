@@ -14,21 +14,21 @@ use crate::state::{
 use leakscope_protocol::{Hello, Origin, Pid, Record, BUILD_FINGERPRINT};
 
 /// Something held back for a waiting fork child.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum Queued {
     Record(Record),
     Close(ConnClose),
 }
 
 /// A fork child waiting for its parent's `Fork` record.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Waiting {
     parent: Pid,
     queue: Vec<Queued>,
 }
 
 /// The state's private bookkeeping.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Router {
     opts: StateOptions,
     conns: FxHashMap<ConnId, usize>,
@@ -43,13 +43,13 @@ pub(crate) struct Router {
 }
 
 /// A waiting child to release (by process index) and what it starts from.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Release {
     child: usize,
     from: Seed,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum Seed {
     /// The snapshot the parent (by process index) took at its `Fork` record.
     Parent(usize, Snapshot),

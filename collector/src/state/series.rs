@@ -8,7 +8,7 @@
 pub const MAX_POINTS: usize = 1024;
 
 /// See the module documentation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Series<T> {
     /// Kept points with their numbers, oldest first; the last is the newest, on the stride
     /// or not.

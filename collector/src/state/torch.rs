@@ -38,7 +38,9 @@ use std::collections::BTreeMap;
 const SWEEP_MIN_EVENTS: u64 = 1 << 20;
 
 /// Where a block lies: its segment's device and pool.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Placement {
     pub device: DeviceOrdinal,
     pub pool: TorchPoolId,
@@ -58,7 +60,9 @@ impl Placement {
 
 /// A block site: the stack that allocated, and where its blocks lie (`None`: no reading
 /// showed the segment).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct BlockSiteKey {
     pub stack: StackId,
     pub placement: Option<Placement>,
@@ -66,7 +70,7 @@ pub struct BlockSiteKey {
 
 /// The statistics of a block site; bytes are block sizes (what the allocator handed out,
 /// after rounding).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BlockSiteStats {
     /// Bytes of live blocks whose size is known.
     pub outstanding_bytes: u64,
@@ -96,7 +100,7 @@ impl BlockSiteStats {
 }
 
 /// Counts over all blocks of a process.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TorchCounts {
     /// Block events received.
     pub allocs: u64,
@@ -111,14 +115,14 @@ pub struct TorchCounts {
 }
 
 /// One reading's figures: every pool's, by key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TorchReading {
     pub ts: Timestamp,
     pub pools: Vec<(PoolKey, PoolFigures)>,
 }
 
 /// A live block.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 struct Live {
     ts: u64,
     stack: StackId,
@@ -127,7 +131,7 @@ struct Live {
 }
 
 /// The newest event at an address.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 enum Slot {
     Live(Live),
     /// A free at `ts`; `paired` once a block before it was released by it.
@@ -138,7 +142,7 @@ enum Slot {
 }
 
 /// See the module documentation.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct TorchTrack {
     slots: FxHashMap<u64, Slot>,
     /// Counts of the blocks freed, per site.

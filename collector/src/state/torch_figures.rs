@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 /// A pool on one device. The default pool's expandable segments (`expandable_segments:True`)
 /// are kept apart from its ordinary ones (the setting is process-wide, so in practice a
 /// pool has one kind).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct PoolKey {
     pub device: DeviceOrdinal,
     pub pool: TorchPoolId,
@@ -28,7 +30,7 @@ impl PoolKey {
 }
 
 /// One pool's figures at one reading.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PoolFigures {
     /// Bytes of its segments (`reserved_bytes`).
     pub reserved: u64,

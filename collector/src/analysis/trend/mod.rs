@@ -68,7 +68,9 @@ pub struct Trend {
     pub significant: bool,
 }
 
-/// The statistics of one series at level `alpha`.
+/// The statistics of one series at level `alpha`. Where the Hamed–Rao factor comes out
+/// non-positive (its autocorrelation estimate broke down), the uncorrected Mann–Kendall
+/// variance is used instead.
 ///
 /// The slope interval uses the Hamed–Rao corrected Var(S) (the tie-corrected variance times
 /// n/n*), so autocorrelation widens it as it weakens the test; ends are interpolated
@@ -77,7 +79,14 @@ pub struct Trend {
 pub fn series_stats(x: &[f64], alpha: f64) -> SeriesStats {
     let mut slopes = PairwiseSlopes::new(x);
     let slope = slopes.median();
-    let test = mann_kendall::hamed_rao_with_slope(x, alpha, None, slope);
+    let mut test = mann_kendall::hamed_rao_with_slope(x, alpha, None, slope);
+    if test.variance_factor <= 0.0 && test.s != 0 {
+        // The autocorrelation estimate broke down (a staircase detrended by its own slope
+        // is a sawtooth whose significant lags sum to n/n* <= 0, which pymannkendall turns
+        // into NaN and would report as p = 1 for a plain growth): the test falls back to
+        // the uncorrected variance.
+        test = mann_kendall::original_test(x, alpha);
+    }
     let ci_var = if slopes.points().len() == x.len() {
         test.var_s
     } else {
@@ -151,5 +160,22 @@ mod tests {
         assert!(t[0].significant && t[0].ci_low > 0.0 && t[0].ci_low <= t[0].slope_per_unit);
         assert!((t[0].slope_per_unit - 64.0).abs() < 1.0);
         assert!(!t[1].significant);
+    }
+
+    #[test]
+    fn a_long_staircase_is_not_lost_to_a_broken_correction() {
+        // The step site of bench/aging_detect.py after 40 minutes: 1 MiB every 18 values
+        // (3 minutes at 10 s), 234 values. Detrended by its own slope it is a sawtooth
+        // whose significant lags drive Hamed-Rao's n/n* below zero (pymannkendall: Var(S)
+        // -303000, z and p NaN).
+        let x: Vec<f64> = (0..234u32)
+            .map(|i| f64::from((i + 6) / 18) * 1_048_576.0)
+            .collect();
+        let factor = mann_kendall::hamed_rao_factor(&x, 0.01, None, sen::sens_slope(&x).slope);
+        assert!(factor < 0.0, "{factor}");
+        let s = series_stats(&x, 0.01);
+        assert_eq!(s.test.variance_factor, 1.0);
+        assert!(s.test.p < 1e-6, "{s:?} (factor {factor})");
+        assert!(s.ci_low > 0.0, "{s:?}");
     }
 }
