@@ -226,6 +226,17 @@ def check(s, h):
                           _trend_text((dev or {}).get("trend"))),
                       as_bytes=False, diff=""))
 
+    # 5b. the whole run's GPU exhaustion (one process: the same slope as the process's)
+    rex = [e for e in (run or {}).get("exhaustion") or [] if e.get("memory") == "gpu" and e.get("index") == index]
+    re_ = rex[0] if rex else {}
+    ok = bool(rex) and re_.get("slope_bytes_per_hour") == eslope and re_.get("hours") == hours
+    rows.append(h.row(s.name, "aging.exhaustion (whole run) gpu %s: present, same slope and hours as the "
+                      "process's (one process)" % index,
+                      "%s/h, %s h" % (h.fmt_bytes(_int(re_.get("slope_bytes_per_hour"))), re_.get("hours")),
+                      "%s/h, %s h" % (h.fmt_bytes(_int(eslope)), hours), h.PASS if ok else h.FAIL,
+                      "run-level devices: %s" % [d.get("device") for d in (run or {}).get("devices") or []],
+                      as_bytes=False, diff=""))
+
     # 6. the run's aging section
     tests = (run or {}).get("tests")
     ok = run is not None and isinstance(tests, int) and tests > 0 and run.get("alpha") == ALPHA and run.get("q") == Q
@@ -298,7 +309,11 @@ def write_fake(h, root, broken=""):
                         "hours": hours, "hours_low": hours / 1.1, "hours_high": hours / 0.9}]}
     report["aging"] = {
         "alpha": ALPHA, "q": Q, "warmup_s": 7.4, "tests": 60, "significant": 4,
-        "host": {"trend": trend(0.0, False, "flat", p=1.0)}, "exhaustion": [],
+        "host": {"trend": trend(0.0, False, "flat", p=1.0)},
+        "devices": [{"device": 0, "outstanding_bytes": 160 * M, "trend": dev_trend}],
+        "exhaustion": [{"memory": "gpu", "index": 0, "headroom_bytes": free,
+                        "slope_bytes_per_hour": dev_trend["slope_bytes_per_hour"], "significant": True,
+                        "hours": hours, "hours_low": hours / 1.1, "hours_high": hours / 0.9}],
         "machine": {"mem_total": 256 * G, "mem_available": 200 * G, "cgroup_limit": None, "cgroup_usage": 3 * G,
                     "gpus": [{"index": 0, "uuid": "GPU-5e3f0c1a-0000-1111-2222-333344445555", "total": total,
                               "used": total - free, "free": free}]}}

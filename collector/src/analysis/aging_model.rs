@@ -145,7 +145,10 @@ pub struct RunAging {
     pub significant: usize,
     /// Every process's own host memory summed.
     pub host: Tested,
-    /// When the host and each GPU run out at the whole run's rates.
+    /// Every process's own GPU memory summed, per device.
+    pub devices: Vec<DeviceAging>,
+    /// When the host and each GPU run out at the whole run's rates (all processes' own
+    /// memory summed).
     pub exhaustion: Vec<Exhaustion>,
     /// The latest machine reading (host and GPUs), if `leakscope run` took any.
     pub machine: Option<MachineFigures>,

@@ -601,6 +601,7 @@ mod tests {
             tests: 7,
             significant: 1,
             host: Tested::default(),
+            devices: vec![],
             exhaustion: vec![],
             machine: None,
             host_used: Some(MachineAging {
@@ -628,6 +629,7 @@ mod tests {
                 "tests",
                 "significant",
                 "host",
+                "devices",
                 "exhaustion",
                 "machine",
                 "host_used",

@@ -66,6 +66,15 @@ pub fn run_summary(aging: &RunAging, out: &mut dyn Write) -> io::Result<()> {
     if let Some(t) = &aging.host.trend {
         writeln!(out, "all processes' host memory: {}", trend_text(t))?;
     }
+    for d in &aging.devices {
+        if let (Some(t), Some(device)) = (&d.tested.trend, d.device) {
+            writeln!(
+                out,
+                "all processes' memory on GPU {device}: {}",
+                trend_text(t)
+            )?;
+        }
+    }
     for m in aging.host_used.iter().chain(&aging.gpus_used) {
         let what = m.index.map_or_else(
             || "host memory in use".to_owned(),

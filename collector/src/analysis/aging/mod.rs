@@ -16,7 +16,7 @@
 //! significant when the Hamed–Rao Mann–Kendall p-value is below α, the Theil–Sen slope's
 //! (1 − α) interval lies above zero, Benjamini–Hochberg rejects at q, and the growth is
 //! material: at the interval's lower end it has added at least three units of the series's
-//! own noise over the span tested ([`material`]).
+//! own noise over the span tested (`material`).
 //!
 //! - [`series`]: the values to test (grid, warm-up cut, sums, window medians).
 //! - [`exhaustion`]: time until host memory and each GPU run out.
@@ -78,6 +78,7 @@ enum Target {
     Uss(usize),
     Rss(usize),
     RunHost,
+    RunDevice(usize),
     Machine(usize),
 }
 
@@ -115,6 +116,7 @@ pub fn analyze_run(
 ) -> RunAging {
     let mut candidates = Vec::new();
     let mut run_host: Option<(Grid, OnGrid)> = None;
+    let mut run_devices: BTreeMap<u32, (Grid, OnGrid)> = BTreeMap::new();
     let mut run_warmup_end = u64::MAX;
     let mut run_start = u64::MAX;
     for (pi, (process, report)) in state.processes.iter().zip(reports.iter_mut()).enumerate() {
@@ -224,6 +226,14 @@ pub fn analyze_run(
                 None => (grid, host),
                 Some((g, sum)) => add_grids(g, sum, grid, host),
             });
+            for (device, series) in devices {
+                let Some(device) = device else { continue };
+                let merged = match run_devices.remove(&device) {
+                    None => (grid, series),
+                    Some((g, sum)) => add_grids(g, sum, grid, series),
+                };
+                run_devices.insert(device, merged);
+            }
         }
     }
     let run_series = run_host
@@ -236,6 +246,15 @@ pub fn analyze_run(
         origin_ns: run_start,
         band: 0.0,
     });
+
+    for (k, (grid, series)) in run_devices.values().enumerate() {
+        candidates.push(Candidate {
+            target: Target::RunDevice(k),
+            prepared: series.after(grid, run_warmup_end),
+            origin_ns: run_start,
+            band: 0.0,
+        });
+    }
 
     let machine_figures = machine::figures(state.machine.readings());
     for (k, figure) in machine_figures.iter().enumerate() {
@@ -277,6 +296,14 @@ pub fn analyze_run(
         machine: state.machine.latest().map(exhaustion::figures),
         host_used: None,
         gpus_used: Vec::new(),
+        devices: run_devices
+            .iter()
+            .map(|(device, (_, series))| DeviceAging {
+                device: Some(*device),
+                outstanding_bytes: series.values.last().copied().unwrap_or(0),
+                tested: Tested::default(),
+            })
+            .collect(),
     };
     let latest = state.machine.latest();
     let mut machine_tested: Vec<MachineAging> = machine_figures
@@ -296,6 +323,7 @@ pub fn analyze_run(
         match c.target {
             Target::Site(pi, si) => reports[pi].sites[si].aging = result,
             Target::RunHost => run.host = result,
+            Target::RunDevice(k) => run.devices[k].tested = result,
             Target::Machine(k) => {
                 machine_tested[k].window_s = c.prepared.step_ns as f64 / 1e9;
                 machine_tested[k].tested = result;
@@ -362,8 +390,15 @@ pub fn analyze_run(
         .map(|p| p.last_ts.0)
         .max()
         .unwrap_or(0);
-    if let (Some(reading), Some(t)) = (reading_by(run_end), &run.host.trend) {
-        run.exhaustion.extend(exhaustion::host(reading, t));
+    if let Some(reading) = reading_by(run_end) {
+        if let Some(t) = &run.host.trend {
+            run.exhaustion.extend(exhaustion::host(reading, t));
+        }
+        for d in &run.devices {
+            if let (Some(t), Some(device)) = (&d.tested.trend, d.device) {
+                run.exhaustion.extend(exhaustion::gpu(reading, device, t));
+            }
+        }
     }
     run
 }
@@ -397,7 +432,7 @@ fn black_box(p: &Prepared) -> Prepared {
 }
 
 /// The sum of two processes' series, on the coarser of their grids.
-fn add_grids(a: Grid, sa: OnGrid, b: Grid, sb: OnGrid) -> (Grid, OnGrid) {
+pub(crate) fn add_grids(a: Grid, sa: OnGrid, b: Grid, sb: OnGrid) -> (Grid, OnGrid) {
     let level = a.level.max(b.level);
     let mut sum = sa.coarser(a.level, level);
     sum.add(&sb.coarser(b.level, level));

@@ -281,3 +281,32 @@ fn the_churn_band_is_zero_for_sites_that_never_free() {
     site.allocated_bytes = 104 << 20;
     assert!((churn_band(&site) - 2.0 * f64::from(1u32 << 20)).abs() < 1.0);
 }
+
+#[test]
+fn processes_are_summed_on_the_coarser_grid() {
+    use super::add_grids;
+    use super::series::OnGrid;
+    use crate::state::Grid;
+    let grid = |level: u32, first_tick: u64| Grid {
+        interval_ns: 10,
+        level,
+        start_bucket: first_tick >> level,
+        first_tick: Some(first_tick),
+        ticks: 0,
+    };
+    // A process at level 0 from tick 4 (values 1..=8), another at level 1 from tick 6.
+    let a = OnGrid {
+        start: 4,
+        values: (1..=8).collect(),
+    };
+    let b = OnGrid {
+        start: 3,
+        values: vec![100, 100, 100],
+    };
+    let (g, sum) = add_grids(grid(0, 4), a, grid(1, 6), b);
+    assert_eq!(g.level, 1);
+    assert_eq!(g.first_tick, Some(4));
+    // a at level 1: buckets 2..=5 hold the means of (1,2) (3,4) (5,6) (7,8).
+    assert_eq!(sum.start, 2);
+    assert_eq!(sum.values, vec![1, 103, 105, 107]);
+}
