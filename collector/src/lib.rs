@@ -15,3 +15,5 @@ pub mod ingest;
 pub mod report;
 pub mod run;
 pub mod state;
+#[cfg(test)]
+pub(crate) mod test_records;

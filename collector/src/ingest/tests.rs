@@ -7,10 +7,11 @@ use crate::ingest::pipeline::Pipeline;
 use crate::ingest::recording::{contents, stream_path, Recording, META_FILE};
 use crate::ingest::replay::load;
 use crate::state::{ConnId, ProcessState, RunState, SiteKey, StateOptions, StreamEnd};
+use crate::test_records::{alloc, free};
 use leakscope_protocol::wire::{encode_frame, encode_header, HEADER_LEN};
 use leakscope_protocol::{
-    Alloc, Api, End, EndReason, Fork, Free, Hello, MemoryKind, Origin, Pid, Record, RuntimeAddr,
-    StackDef, StackId, ThreadId, Timestamp,
+    Api, End, EndReason, Fork, Hello, MemoryKind, Origin, Pid, Record, RuntimeAddr, StackDef,
+    StackId, ThreadId, Timestamp,
 };
 use std::fs;
 use std::io::Write;
@@ -27,29 +28,6 @@ fn hello(pid: u32, origin: Origin) -> Record {
         start: Timestamp(1),
         start_unix_ns: 2,
         fingerprint: leakscope_protocol::BUILD_FINGERPRINT,
-    })
-}
-
-fn alloc(ts: u64, addr: u64, size: u64, stack: u32) -> Record {
-    Record::Alloc(Alloc {
-        ts: Timestamp(ts),
-        thread: ThreadId(1),
-        addr: RuntimeAddr(addr),
-        size,
-        kind: MemoryKind::Host,
-        api: Api::Malloc,
-        stack: StackId(stack),
-    })
-}
-
-fn free(ts: u64, addr: u64) -> Record {
-    Record::Free(Free {
-        ts: Timestamp(ts),
-        thread: ThreadId(1),
-        addr: RuntimeAddr(addr),
-        len: 0,
-        kind: MemoryKind::Host,
-        api: Api::Free,
     })
 }
 

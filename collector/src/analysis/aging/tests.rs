@@ -6,9 +6,9 @@ use crate::analysis::aging::AgingOptions;
 use crate::analysis::{analyze, AnalysisOptions};
 use crate::ingest::meta::RecordingMeta;
 use crate::state::{ConnId, RunState, SeriesLimits, StateOptions, DEFAULT_BUCKETS};
+use crate::test_records::{alloc, free};
 use leakscope_protocol::{
-    Alloc, Api, Free, Hello, MemoryKind, Origin, Pid, Record, RuntimeAddr, StackDef, StackId,
-    ThreadId, Timestamp,
+    Hello, MemoryKind, Origin, Pid, Record, RuntimeAddr, StackDef, StackId, Timestamp,
 };
 
 const S: u64 = 1_000_000_000;
@@ -19,29 +19,6 @@ const LEAK_STACK: u32 = 100;
 const STEP_STACK: u32 = 101;
 /// The leak: 1,000 bytes a minute.
 const LEAK_PER_HOUR: f64 = 60_000.0;
-
-fn alloc(ts: u64, addr: u64, size: u64, stack: u32) -> Record {
-    Record::Alloc(Alloc {
-        ts: Timestamp(ts),
-        thread: ThreadId(1),
-        addr: RuntimeAddr(addr),
-        size,
-        kind: MemoryKind::Host,
-        api: Api::Malloc,
-        stack: StackId(stack),
-    })
-}
-
-fn free(ts: u64, addr: u64) -> Record {
-    Record::Free(Free {
-        ts: Timestamp(ts),
-        thread: ThreadId(1),
-        addr: RuntimeAddr(addr),
-        len: 0,
-        kind: MemoryKind::Host,
-        api: Api::Free,
-    })
-}
 
 /// A 216-hour stream: each churning site replaces one of its 8 blocks (random size) every
 /// interval; the leak site keeps 1,000 bytes a minute; the step site keeps 64 MiB a day.

@@ -7,11 +7,12 @@ use crate::analysis::{analyze, AnalysisOptions};
 use crate::ingest::meta::RecordingMeta;
 use crate::ingest::recording::stream_path;
 use crate::state::{ConnClose, StateOptions};
+use crate::test_records::{alloc_kind as alloc, free};
 use leakscope_protocol::{
-    Alloc, Api, ArenaReading, CodeKey, DeviceOrdinal, End, EndReason, Fork, Free, GpuAlloc,
-    HeapReading, Hello, MachineReading, MemoryKind, ModuleId, ModuleMap, Origin, Pid, PoolAction,
-    PoolEvent, PoolHandle, PyCode, PyFrame, PyVersion, Record, RuntimeAddr, Segment, StackDef,
-    StackId, ThreadId, Timestamp, TorchBlock,
+    Api, ArenaReading, CodeKey, DeviceOrdinal, End, EndReason, Fork, GpuAlloc, HeapReading, Hello,
+    MachineReading, MemoryKind, ModuleId, ModuleMap, Origin, Pid, PoolAction, PoolEvent,
+    PoolHandle, PyCode, PyFrame, PyVersion, Record, RuntimeAddr, Segment, StackDef, StackId,
+    ThreadId, Timestamp, TorchBlock,
 };
 use std::time::{Duration, Instant};
 
@@ -48,33 +49,6 @@ fn stack(id: u32, python: bool) -> Record {
         } else {
             vec![]
         },
-    })
-}
-
-fn alloc(ts: u64, addr: u64, size: u64, stack: u32, kind: MemoryKind) -> Record {
-    Record::Alloc(Alloc {
-        ts: Timestamp(ts),
-        thread: ThreadId(1),
-        addr: RuntimeAddr(addr),
-        size,
-        kind,
-        api: if kind == MemoryKind::Mapped {
-            Api::Mmap
-        } else {
-            Api::Malloc
-        },
-        stack: StackId(stack),
-    })
-}
-
-fn free(ts: u64, addr: u64) -> Record {
-    Record::Free(Free {
-        ts: Timestamp(ts),
-        thread: ThreadId(1),
-        addr: RuntimeAddr(addr),
-        len: 0,
-        kind: MemoryKind::Host,
-        api: Api::Free,
     })
 }
 

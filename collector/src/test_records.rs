@@ -1,0 +1,41 @@
+//! Stream records for unit tests: host allocations and frees on thread 1, built one way
+//! for every test module that feeds a state.
+
+use leakscope_protocol::{
+    Alloc, Api, Free, MemoryKind, Record, RuntimeAddr, StackId, ThreadId, Timestamp,
+};
+
+/// An allocation of `size` bytes of `kind` at `addr` from `stack` (api `mmap` for mapped
+/// memory, `malloc` otherwise).
+pub fn alloc_kind(ts: u64, addr: u64, size: u64, stack: u32, kind: MemoryKind) -> Record {
+    Record::Alloc(Alloc {
+        ts: Timestamp(ts),
+        thread: ThreadId(1),
+        addr: RuntimeAddr(addr),
+        size,
+        kind,
+        api: if kind == MemoryKind::Mapped {
+            Api::Mmap
+        } else {
+            Api::Malloc
+        },
+        stack: StackId(stack),
+    })
+}
+
+/// A `malloc` of `size` bytes at `addr` from `stack`.
+pub fn alloc(ts: u64, addr: u64, size: u64, stack: u32) -> Record {
+    alloc_kind(ts, addr, size, stack, MemoryKind::Host)
+}
+
+/// A `free` of the C heap block at `addr`.
+pub fn free(ts: u64, addr: u64) -> Record {
+    Record::Free(Free {
+        ts: Timestamp(ts),
+        thread: ThreadId(1),
+        addr: RuntimeAddr(addr),
+        len: 0,
+        kind: MemoryKind::Host,
+        api: Api::Free,
+    })
+}
