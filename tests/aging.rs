@@ -15,25 +15,6 @@ use serde_json::Value;
 /// Seconds the scenario runs.
 const SECONDS: &str = "6";
 
-fn json_of(stderr: &[u8]) -> Value {
-    serde_json::Deserializer::from_slice(stderr)
-        .into_iter()
-        .next()
-        .and_then(Result::ok)
-        .unwrap_or_else(|| panic!("no JSON report on stderr:\n{}", text(stderr)))
-}
-
-fn report_json(dir: &std::path::Path, options: &[&str]) -> Value {
-    let mut cmd = leakscope_cmd();
-    cmd.arg("report")
-        .args(["--format", "json"])
-        .args(options)
-        .arg(dir);
-    let out = run_cmd(&mut cmd);
-    assert_code(&out, 0, "leakscope report");
-    serde_json::from_slice(&out.stdout).expect("a JSON report")
-}
-
 /// The site whose innermost frame is `function`, holding the most.
 fn site<'a>(process: &'a Value, function: &str) -> &'a Value {
     process["sites"]
@@ -76,7 +57,7 @@ fn growing_sites_are_flagged_with_rate_and_shape() {
         .find_map(|l| l.strip_prefix("leak_bytes_per_hour "))
         .and_then(|v| v.trim().parse().ok())
         .expect("the planted rate");
-    let report = json_of(&out.stderr);
+    let report = run_report_json(&out.stderr);
     let p = &report["processes"][0];
 
     // The drift: the planted rate, a positive interval, significant, `drift`.
@@ -182,7 +163,7 @@ fn growing_sites_are_flagged_with_rate_and_shape() {
     assert!((hours - expected).abs() <= 1e-6 * expected, "{host:#}");
 
     // The same recording with other settings: the options reach the analysis.
-    let strict = report_json(
+    let strict = report_json_with(
         &dir,
         &["--alpha", "0.001", "--fdr", "0.05", "--warmup", "0s"],
     );
@@ -195,7 +176,7 @@ fn growing_sites_are_flagged_with_rate_and_shape() {
     );
     // The recording as it stood 3 s in: fewer values, less held, the same verdict on the
     // drift (it was already clear then); the whole of it with a later cut.
-    let early = report_json(&dir, &["--until", "3s", "--warmup", "500ms"]);
+    let early = report_json_with(&dir, &["--until", "3s", "--warmup", "500ms"]);
     let ep = &early["processes"][0];
     assert_eq!(ep["stream"], "open", "cut while running");
     let early_points = ep["aging"]["points"].as_u64().unwrap() as usize;
@@ -208,13 +189,13 @@ fn growing_sites_are_flagged_with_rate_and_shape() {
             < site(p, "leak_drift")["outstanding_bytes"].as_u64()
     );
     assert_eq!(site(ep, "leak_drift")["trend"]["significant"], true);
-    let all = report_json(&dir, &["--until", "1h", "--warmup", "500ms"]);
+    let all = report_json_with(&dir, &["--until", "1h", "--warmup", "500ms"]);
     assert_eq!(all["processes"][0]["aging"]["points"], aging["points"]);
     assert_eq!(
         site(&all["processes"][0], "leak_drift")["outstanding_bytes"],
         site(p, "leak_drift")["outstanding_bytes"]
     );
-    let late = report_json(&dir, &["--warmup", "10m"]);
+    let late = report_json_with(&dir, &["--warmup", "10m"]);
     assert_eq!(
         site(&late["processes"][0], "leak_drift")["trend"],
         Value::Null

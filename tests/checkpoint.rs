@@ -17,30 +17,19 @@ use std::time::Duration;
 /// Seconds the scenario runs.
 const SECONDS: &str = "10";
 
-fn json_of(stderr: &[u8]) -> Value {
-    serde_json::Deserializer::from_slice(stderr)
-        .into_iter()
-        .next()
-        .and_then(Result::ok)
-        .unwrap_or_else(|| panic!("no JSON report on stderr:\n{}", text(stderr)))
+/// `options` after the run's own analysis settings, so that its report and these compare.
+fn with_run_settings<'a>(options: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["--warmup", "500ms"];
+    all.extend_from_slice(options);
+    all
 }
 
 fn report(dir: &Path, options: &[&str]) -> std::process::Output {
-    let mut cmd = leakscope_cmd();
-    // The run's own analysis settings, so that its report and these can be compared.
-    cmd.arg("report")
-        .args(["--format", "json", "--warmup", "500ms"])
-        .args(options)
-        .arg(dir);
-    let out = run_cmd(&mut cmd);
-    assert_no_panic(&out, "leakscope report");
-    out
+    report_output_with(dir, &with_run_settings(options))
 }
 
 fn report_json(dir: &Path, options: &[&str]) -> Value {
-    let out = report(dir, options);
-    assert_code(&out, 0, "leakscope report");
-    serde_json::from_slice(&out.stdout).expect("a JSON report")
+    report_json_with(dir, &with_run_settings(options))
 }
 
 /// The report without what differs between reading it live and reading it back.
@@ -93,7 +82,7 @@ fn a_churning_run_gives_disk_back_and_reports_the_same_from_its_checkpoint() {
     let out = run.join().expect("the waiting thread");
     assert_no_panic(&out, "leakscope run");
     assert_code(&out, 0, "leakscope run -- aging");
-    let printed = comparable(json_of(&out.stderr));
+    let printed = comparable(run_report_json(&out.stderr));
     assert!(dir.join("checkpoint.bin").exists());
     assert!(dir.join("checkpoint.prev.bin").exists());
 

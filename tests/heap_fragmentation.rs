@@ -74,12 +74,7 @@ fn run(work: &Work, prog: &std::path::Path, mode: &str) -> (Truth, Value) {
         .arg(mode);
     let out = run_cmd(&mut cmd);
     assert_code(&out, 0, "leakscope run fragment");
-    // The JSON report comes first on stderr, then leakscope's line about the recording.
-    let report: Value = serde_json::Deserializer::from_slice(&out.stderr)
-        .into_iter()
-        .next()
-        .and_then(Result::ok)
-        .unwrap_or_else(|| panic!("no JSON report on stderr:\n{}", text(&out.stderr)));
+    let report = run_report_json(&out.stderr);
     let processes = report["processes"].as_array().expect("processes");
     assert_eq!(processes.len(), 1, "{report:#}");
     (Truth::parse(&text(&out.stdout)), processes[0].clone())

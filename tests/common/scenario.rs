@@ -150,11 +150,36 @@ pub fn record_unchanged_with(
 
 /// `leakscope report <dir> --format json`, raw.
 pub fn report_output(dir: &Path) -> Output {
+    report_output_with(dir, &[])
+}
+
+/// `leakscope report --format json <options> <dir>`, raw.
+pub fn report_output_with(dir: &Path, options: &[&str]) -> Output {
     let mut cmd = leakscope_cmd();
-    cmd.arg("report").arg(dir).args(["--format", "json"]);
+    cmd.arg("report")
+        .args(["--format", "json"])
+        .args(options)
+        .arg(dir);
     let out = run_cmd(&mut cmd);
     assert_no_panic(&out, "leakscope report");
     out
+}
+
+/// `leakscope report --format json <options> <dir>`, which must succeed, as JSON.
+pub fn report_json_with(dir: &Path, options: &[&str]) -> serde_json::Value {
+    let out = report_output_with(dir, options);
+    assert_code(&out, 0, "leakscope report");
+    serde_json::from_slice(&out.stdout).expect("a JSON report")
+}
+
+/// The JSON report `leakscope run --format json` printed on `stderr` (it comes first,
+/// before leakscope's line about the recording).
+pub fn run_report_json(stderr: &[u8]) -> serde_json::Value {
+    serde_json::Deserializer::from_slice(stderr)
+        .into_iter()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("no JSON report on stderr:\n{}", text(stderr)))
 }
 
 /// `leakscope report <dir> --format json`, which must succeed, parsed.
