@@ -71,6 +71,7 @@ pub fn analyze(state: &RunState, meta: &RecordingMeta, opts: &AnalysisOptions) -
         .collect();
     // Tested before the `top` limit: the false-discovery control covers every series.
     let aging = aging::analyze_run(state, &mut processes, &opts.aging);
+    let mut processes = in_start_order(state, processes);
     for p in &mut processes {
         sites::sort_sites(&mut p.sites);
         p.sites_omitted = sites::apply_top(&mut p.sites, opts.top);
@@ -93,6 +94,20 @@ pub fn analyze(state: &RunState, meta: &RecordingMeta, opts: &AnalysisOptions) -
         aging: Some(aging),
         top: opts.top,
     }
+}
+
+/// The reports in the order the processes started (then pid), whatever order their
+/// streams reached the collector in: a recording read back gives the live run's report.
+fn in_start_order(state: &RunState, reports: Vec<ProcessReport>) -> Vec<ProcessReport> {
+    let mut keyed: Vec<_> = state
+        .processes
+        .iter()
+        .map(|p| (p.hello.start, p.hello.pid))
+        .zip(reports)
+        .collect();
+    // Stable: a pid reused at the same instant keeps its order of appearance.
+    keyed.sort_by_key(|(key, _)| *key);
+    keyed.into_iter().map(|(_, report)| report).collect()
 }
 
 fn analyze_process(
