@@ -90,6 +90,8 @@ def parse_trend(t):
         "p_value": num(t.get("p_value")),
         "significant": t.get("significant") is True,
         "shape": t.get("shape") if isinstance(t.get("shape"), str) else None,
+        # A site's trend names the series it describes: outstanding or outlived bytes.
+        "basis": t.get("basis") if isinstance(t.get("basis"), str) else None,
     }
 
 
@@ -340,6 +342,8 @@ def fmt_trend(tr):
         txt += f" p={p:.2g}"
     if tr["shape"]:
         txt += f" {tr['shape']}"
+    if tr.get("basis") == "outlived":
+        txt += " (outlived)"
     return txt
 
 
@@ -368,6 +372,7 @@ def summarize(polls, samples, args, workload, rec, run_elapsed_s, run_rc, interr
             leak_first = i
             break
     res["leak_flagged_min"] = fmt_min(ok[leak_first]["t_s"]) if leak_first is not None else None
+    res["leak_basis_at_flag"] = ok[leak_first]["digest"]["leak"].get("basis") if leak_first is not None else None
     if leak_first is not None:
         later = [p for p in ok[leak_first:] if p["digest"]["leak"] is not None]
         res["leak_stays_flagged"] = all(growth(p["digest"]["leak"]) for p in later)
@@ -472,6 +477,8 @@ def markdown(res):
                 else f"not within {span} min")
     if res["leak_stays_flagged"] is not None:
         leak_txt += " (stays flagged)" if res["leak_stays_flagged"] else " (NOT flagged at every later poll)"
+    if res["leak_basis_at_flag"]:
+        leak_txt += f", first from its {res['leak_basis_at_flag']} bytes"
     uss_txt = (v(res["uss_flagged_min"], " min") if res["uss_flagged_min"] is not None
                else f"not within {span} min")
     ratio = res["ratio_blackbox_over_leakscope"]

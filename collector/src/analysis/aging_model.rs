@@ -20,6 +20,22 @@ pub struct TrendReport {
     /// `drift` (steady growth), `steps` (growth in a few jumps) or `flat` (no significant
     /// growth).
     pub shape: Shape,
+    /// For a site: which of its series the figures describe (`outstanding` bytes, or
+    /// `outlived` bytes where that series showed a growth the outstanding bytes did not);
+    /// absent for other series.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basis: Option<Basis>,
+}
+
+/// Which series of a site its trend describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// Its outstanding bytes.
+    Outstanding,
+    /// Its outlived bytes: live blocks far older than any block the site freed
+    /// (docs/aging.md).
+    Outlived,
 }
 
 /// A series as tested (warm-up excluded): evenly spaced values, oldest first.

@@ -162,6 +162,7 @@ mod tests {
             allocated_bytes: bytes,
             peak_bytes: bytes,
             temporary: 0,
+            ..SiteStats::default()
         }
     }
 

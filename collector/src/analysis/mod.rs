@@ -177,11 +177,14 @@ fn analyze_process(
                 during_capture: key.during_capture,
                 frames,
                 stats: process.sites[key],
-                history: process
-                    .aging
-                    .get(key)
-                    .map(aging::series::OnGrid::of)
-                    .unwrap_or_default(),
+                history: aging::series::SiteHistory {
+                    outstanding: process
+                        .aging
+                        .get(key)
+                        .map(aging::series::OnGrid::of)
+                        .unwrap_or_default(),
+                    outlived: process.aging.outlived(key).map(aging::series::OnGrid::of),
+                },
             }
         })
         .collect();

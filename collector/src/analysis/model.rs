@@ -275,9 +275,10 @@ pub struct Site {
     /// after the warm-up) and, with `--series`, the values (`series`).
     #[serde(flatten)]
     pub aging: crate::analysis::aging_model::Tested,
-    /// The outstanding bytes over time, on the process's grid (analysis only).
+    /// The outstanding (and outlived) bytes over time, on the process's grid (analysis
+    /// only).
     #[serde(skip)]
-    pub history: crate::analysis::aging::series::OnGrid,
+    pub history: crate::analysis::aging::series::SiteHistory,
 }
 
 impl Site {

@@ -3,7 +3,7 @@
 //! with the same symbolized stack, ranking, the `top` limit and per-process totals. GPU
 //! pools are `gpu_pool.rs`'s.
 
-use crate::analysis::aging::series::OnGrid;
+use crate::analysis::aging::series::SiteHistory;
 use crate::analysis::aging_model::Tested;
 use crate::analysis::model::{Counts, Frame, Memory, Site, Space, Totals};
 use crate::state::FxHashMap;
@@ -36,8 +36,8 @@ pub struct SymbolizedSite {
     /// Frames with allocator frames removed, innermost first.
     pub frames: Vec<Frame>,
     pub stats: SiteStats,
-    /// Outstanding bytes over time, on the process's grid.
-    pub history: OnGrid,
+    /// Outstanding (and outlived) bytes over time, on the process's grid.
+    pub history: SiteHistory,
 }
 
 /// What makes two frames the same source location. Where the line is known the address
@@ -114,7 +114,7 @@ pub fn merge_sites(parts: &[SymbolizedSite]) -> Vec<Site> {
                 temporary: 0,
                 frames: part.frames.clone(),
                 aging: Tested::default(),
-                history: OnGrid::default(),
+                history: SiteHistory::default(),
             });
             merged.len() - 1
         });
@@ -208,6 +208,7 @@ mod tests {
             allocated_bytes: allocations * 10,
             peak_bytes: peak,
             temporary: 1,
+            ..SiteStats::default()
         }
     }
 
@@ -221,7 +222,7 @@ mod tests {
             during_capture: false,
             frames,
             stats,
-            history: OnGrid::default(),
+            history: SiteHistory::default(),
         }
     }
 
@@ -404,7 +405,7 @@ mod tests {
             during_capture: capture,
             frames: frames(),
             stats: stats(100, 1, 1, 100),
-            history: OnGrid::default(),
+            history: SiteHistory::default(),
         };
         let parts = vec![
             gpu("pytorch-caching", Some(0), Space::Pointer, true, false),

@@ -35,6 +35,7 @@ fn stats(outstanding: u64, allocations: u64) -> SiteStats {
         allocated_bytes: outstanding.max(allocations),
         peak_bytes: outstanding + 1,
         temporary: 0,
+        ..SiteStats::default()
     }
 }
 

@@ -23,7 +23,7 @@
 //! removed: `torch/_utils.py`, `torch/cuda/_gpu_trace.py`, leakscope's own helper files, and
 //! `torch/_C/` (native in PyTorch itself; only a stand-in has Python there).
 
-use crate::analysis::aging::series::OnGrid;
+use crate::analysis::aging::series::{OnGrid, SiteHistory};
 use crate::analysis::frames::{module_file_name, strip_allocator_frames};
 use crate::analysis::model::{Frame, Space};
 use crate::analysis::sites::SymbolizedSite;
@@ -62,10 +62,13 @@ pub fn block_parts(
         .block_sites()
         .into_iter()
         .map(|(key, s)| SymbolizedSite {
-            history: if seen.insert(key.stack) {
-                series.blocks(key.stack).map(OnGrid::of).unwrap_or_default()
-            } else {
-                OnGrid::default()
+            history: SiteHistory {
+                outstanding: if seen.insert(key.stack) {
+                    series.blocks(key.stack).map(OnGrid::of).unwrap_or_default()
+                } else {
+                    OnGrid::default()
+                },
+                outlived: None,
             },
             kind: MemoryKind::Device,
             pool: block_pool(track, &key),
@@ -81,6 +84,8 @@ pub fn block_parts(
                 allocated_bytes: s.allocated_bytes,
                 peak_bytes: s.peak_bytes,
                 temporary: s.temporary,
+                // PyTorch's blocks have no outlived series.
+                longest_held_ns: 0,
             },
         })
         .collect()

@@ -498,6 +498,7 @@ mod tests {
             p_value: 0.001,
             significant: true,
             shape: Shape::Steps,
+            basis: None,
         };
         let tested = Tested {
             trend: Some(trend),
@@ -508,7 +509,13 @@ mod tests {
             }),
         };
         let mut model = fixture::model();
-        model.processes[0].sites[1].aging = tested.clone();
+        model.processes[0].sites[1].aging = Tested {
+            trend: Some(TrendReport {
+                basis: Some(Basis::Outlived),
+                ..trend
+            }),
+            ..tested.clone()
+        };
         model.processes[0].aging = Some(ProcessAging {
             step_s: 10.0,
             points: 2,
@@ -547,10 +554,12 @@ mod tests {
                 "ci_high",
                 "p_value",
                 "significant",
-                "shape"
+                "shape",
+                "basis"
             ])
         );
         assert_eq!(site["trend"]["shape"], "steps");
+        assert_eq!(site["trend"]["basis"], "outlived");
         assert_eq!(site["trend"]["significant"], true);
         assert_eq!(
             keys(&site["series"]),
@@ -573,6 +582,8 @@ mod tests {
             ])
         );
         assert_eq!(keys(&aging["host"]), sorted(vec!["trend", "series"]));
+        // Only a site's trend names its basis.
+        assert!(aging["host"]["trend"].get("basis").is_none());
         assert_eq!(
             keys(&aging["pools"][0]),
             sorted(vec![

@@ -2,7 +2,9 @@
 //! exhaustion, and per process the sites, pools and totals whose growth is significant,
 //! with the black-box view beside them.
 
-use crate::analysis::aging_model::{Exhaustion, ExhaustionOf, RunAging, Tested, TrendReport};
+use crate::analysis::aging_model::{
+    Basis, Exhaustion, ExhaustionOf, RunAging, Tested, TrendReport,
+};
 use crate::analysis::model::{ProcessReport, Site};
 use crate::analysis::trend::shape::Shape;
 use crate::report::human::{bytes, span};
@@ -28,10 +30,15 @@ fn hours(h: f64) -> String {
     }
 }
 
-/// `+12.00 KiB/h (+9.00 KiB/h .. +15.00 KiB/h), p 0.0001, drift`.
+/// `+12.00 KiB/h (+9.00 KiB/h .. +15.00 KiB/h), p 0.0001, drift`, and for a site whose
+/// growth shows in its outlived blocks, `, in blocks outliving every freed one`.
 fn trend_text(t: &TrendReport) -> String {
+    let basis = match t.basis {
+        Some(Basis::Outlived) => ", in blocks outliving every freed one",
+        Some(Basis::Outstanding) | None => "",
+    };
     format!(
-        "{} ({} .. {}), p {:.2e}, {}",
+        "{} ({} .. {}), p {:.2e}, {}{basis}",
         rate(t.slope_bytes_per_hour),
         rate(t.ci_low),
         rate(t.ci_high),

@@ -15,8 +15,12 @@
 //! the run. Every site's series starts at the process's first tick (a site is worth 0
 //! bytes before its first allocation), so series of one process can be summed bucket by
 //! bucket.
+//!
+//! Sites that free whole blocks also get a series of their outlived bytes (`outlived.rs`),
+//! sampled at the same ticks from the first tick after their first free (0 before).
 
 use crate::state::hash::FxHashMap;
+use crate::state::outlived::{self, Holders};
 use crate::state::{SiteKey, SiteStats, TorchTrack};
 use leakscope_protocol::StackId;
 
@@ -206,6 +210,11 @@ pub struct SiteSeries {
     blocks: FxHashMap<StackId, BucketSeries>,
     /// Scratch map for sampling the blocks.
     block_sums: FxHashMap<StackId, u64>,
+    /// Outlived bytes of the sites that free whole blocks (`outlived.rs`).
+    outlived: FxHashMap<SiteKey, BucketSeries>,
+    /// Scratch map for sampling them.
+    #[serde(skip)]
+    outlived_sums: FxHashMap<SiteKey, u64>,
     /// The latest resident-memory reading (RSS, USS), sampled at each tick like a site.
     resident: Option<(u64, u64)>,
     /// RSS and USS series, from the first tick after the first reading.
@@ -225,14 +234,16 @@ impl SiteSeries {
         }
     }
 
-    /// Called before a record stamped `ts_ns` is applied: samples `sites` at every tick
-    /// from the next one up to `ts_ns` (the first call only sets where the ticks start).
+    /// Called before a record stamped `ts_ns` is applied: samples `sites` (and, with
+    /// `holders`, their outlived bytes) at every tick from the next one up to `ts_ns` (the
+    /// first call only sets where the ticks start).
     #[inline]
-    pub fn before(
+    pub(crate) fn before(
         &mut self,
         ts_ns: u64,
         sites: &FxHashMap<SiteKey, SiteStats>,
         torch: Option<&TorchTrack>,
+        holders: Option<Holders<'_>>,
     ) {
         let tick = ts_ns / self.limits.interval_ns;
         if self.first_tick.is_none() {
@@ -244,6 +255,12 @@ impl SiteSeries {
             self.block_sums.clear();
             if let Some(track) = torch {
                 track.outstanding_by_stack(&mut self.block_sums);
+            }
+            self.outlived_sums.clear();
+            if let Some(h) = holders {
+                let at = tick.saturating_mul(self.limits.interval_ns);
+                let interval = self.limits.interval_ns;
+                outlived::sum_by_site(&h, sites, interval, at, &mut self.outlived_sums);
             }
             self.sample(tick, sites);
         }
@@ -279,6 +296,12 @@ impl SiteSeries {
                     .or_insert_with(|| BucketSeries::starting_at(start_bucket))
                     .add(bucket, *bytes, n);
             }
+            for (key, bytes) in &self.outlived_sums {
+                self.outlived
+                    .entry(*key)
+                    .or_insert_with(|| BucketSeries::starting_at(start_bucket))
+                    .add(bucket, *bytes, n);
+            }
             // Block stacks with no live block now are worth 0.
             for (stack, s) in self.blocks.iter_mut() {
                 if !self.block_sums.contains_key(stack) {
@@ -292,7 +315,7 @@ impl SiteSeries {
                 let old = 1u64 << self.level;
                 self.level += 1;
                 let gauges = self.rss.iter_mut().chain(self.uss.iter_mut());
-                let blocks = self.blocks.values_mut();
+                let blocks = self.blocks.values_mut().chain(self.outlived.values_mut());
                 for s in self.series.values_mut().chain(blocks).chain(gauges) {
                     s.compact(old);
                 }
@@ -320,6 +343,12 @@ impl SiteSeries {
         self.blocks.get(&stack)
     }
 
+    /// The outlived bytes of `key` over time (`None`: the site has no outlived series, or
+    /// freed its first block after the last tick sampled).
+    pub fn outlived(&self, key: &SiteKey) -> Option<&BucketSeries> {
+        self.outlived.get(key)
+    }
+
     /// The series of `key` (`None`: the site appeared after the last tick sampled).
     pub fn get(&self, key: &SiteKey) -> Option<&BucketSeries> {
         self.series.get(key)
@@ -340,10 +369,11 @@ impl SiteSeries {
     /// Series kept, and the runs they store in all (their size).
     pub fn size(&self) -> (usize, usize) {
         (
-            self.series.len() + self.blocks.len(),
+            self.series.len() + self.blocks.len() + self.outlived.len(),
             self.series
                 .values()
                 .chain(self.blocks.values())
+                .chain(self.outlived.values())
                 .map(|s| s.runs.len())
                 .sum(),
         )
@@ -416,11 +446,11 @@ mod tests {
             interval_ns: S,
             buckets: 64,
         });
-        s.before(S / 2, &sites(&[]), None); // sets the first tick: 1
-        s.before(S / 2 + 10, &sites(&[(1, 5)]), None);
+        s.before(S / 2, &sites(&[]), None, None); // sets the first tick: 1
+        s.before(S / 2 + 10, &sites(&[(1, 5)]), None, None);
         // Crosses tick 1 and 2 at once with value 7 (idle: nothing changed).
-        s.before(2 * S + 1, &sites(&[(1, 7)]), None);
-        s.before(3 * S, &sites(&[(1, 9), (2, 4)]), None);
+        s.before(2 * S + 1, &sites(&[(1, 7)]), None, None);
+        s.before(3 * S, &sites(&[(1, 9), (2, 4)]), None, None);
         let v1 = s.get(&key(1)).unwrap().values();
         assert_eq!(v1, vec![7, 7, 9]);
         // A site that appeared later starts with zeros at the process's first tick.
@@ -435,10 +465,10 @@ mod tests {
             interval_ns: S,
             buckets: 8,
         });
-        s.before(0, &sites(&[]), None);
+        s.before(0, &sites(&[]), None, None);
         // Tick t has value t for site 1; site 2 is constant.
         for t in 1..=1000u64 {
-            s.before(t * S + 1, &sites(&[(1, t - 1), (2, 42)]), None);
+            s.before(t * S + 1, &sites(&[(1, t - 1), (2, 42)]), None, None);
         }
         let grid = s.grid();
         let v = s.get(&key(1)).unwrap().values();
@@ -469,12 +499,12 @@ mod tests {
             interval_ns: S,
             buckets: 4,
         });
-        s.before(0, &sites(&[]), None);
-        s.before(S, &sites(&[(1, 1)]), None);
+        s.before(0, &sites(&[]), None, None);
+        s.before(S, &sites(&[(1, 1)]), None, None);
         assert!(s.rss().is_none());
         s.resident(100, 60);
         for t in 2..=20u64 {
-            s.before(t * S, &sites(&[(1, 1)]), None);
+            s.before(t * S, &sites(&[(1, 1)]), None, None);
             s.resident(100 + t, 60);
         }
         let grid = s.grid();
@@ -493,9 +523,9 @@ mod tests {
             interval_ns: 10,
             buckets: 16,
         });
-        s.before(0, &sites(&[]), None);
+        s.before(0, &sites(&[]), None, None);
         // An idle gap of a million ticks at once.
-        s.before(10_000_000, &sites(&[(1, 3)]), None);
+        s.before(10_000_000, &sites(&[(1, 3)]), None, None);
         let v = s.get(&key(1)).unwrap();
         assert!(v.values().len() <= 17);
         assert!(v.values().iter().all(|&x| x == 3));

@@ -184,6 +184,11 @@ impl GpuLive {
         self.reservations.sweep(Horizon::END, book, tally);
     }
 
+    /// The table of GPU pointers and host registrations (whole blocks).
+    pub fn blocks(&self) -> &LiveTable {
+        &self.blocks
+    }
+
     /// Bytes the tables hold, every space together (for consistency checks).
     #[cfg(test)]
     pub fn outstanding_bytes(&self) -> u64 {

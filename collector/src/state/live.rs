@@ -213,7 +213,6 @@ impl LiveTable {
     }
 
     /// Calls `f` for every outstanding allocation, in no particular order.
-    #[cfg(test)]
     pub fn for_each_outstanding(&self, mut f: impl FnMut(BlockKey, &Block)) {
         for (k, s) in &self.slots {
             if let Slot::Live(b) = s {

@@ -11,7 +11,8 @@
 //! apart from the host tables: `gpu.rs` applies GPU records to the GPU tables (`live.rs` and
 //! `mapped.rs` again, `handles.rs` for refcounted handles, `capture.rs` for capture windows)
 //! and `pools.rs` keeps the stream-ordered pools' readings. `heap.rs` keeps the host heap
-//! readings over time. `torch.rs` follows PyTorch's caching allocator block by block
+//! readings over time, `aging.rs` every site's series over time (with `outlived.rs` for
+//! the bytes of blocks that outlived their site's freed ones). `torch.rs` follows PyTorch's caching allocator block by block
 //! (with `torch_figures.rs` for its pools' figures and `series.rs` for bounded series).
 
 mod aging;
@@ -24,6 +25,7 @@ mod heap;
 mod live;
 mod machine;
 mod mapped;
+mod outlived;
 mod pools;
 mod process;
 mod route;
@@ -164,6 +166,9 @@ pub struct SiteStats {
     /// Allocations freed within the temporary threshold of being made (for mapped memory:
     /// unmapped whole, at once).
     pub temporary: u64,
+    /// The longest any whole block of this site was held before its free was seen, in
+    /// nanoseconds (0: no such free yet). Blocks live well past it are `outlived.rs`'s.
+    pub longest_held_ns: u64,
 }
 
 /// How a process's stream ended.

@@ -8,6 +8,7 @@ use crate::state::fork::Snapshot;
 use crate::state::gpu::{Applied, GpuLive};
 use crate::state::live::{AddrSpace, Block, BlockKey, Horizon, LiveTable, Tally};
 use crate::state::mapped::MappedTable;
+use crate::state::outlived::Holders;
 use crate::state::sites::SiteBook;
 use crate::state::FxHashSet;
 use crate::state::{ProcessState, SiteKey, StateOptions, StreamEnd};
@@ -58,7 +59,12 @@ impl ProcLive {
             return None;
         }
         if let Some(ts) = record.ts() {
-            p.aging.before(ts.0, &p.sites, p.torch.as_ref());
+            let holders = Holders {
+                tables: [&self.blocks, self.gpu.blocks()],
+                reorder_window_ns: opts.reorder_window_ns,
+            };
+            p.aging
+                .before(ts.0, &p.sites, p.torch.as_ref(), Some(holders));
             p.last_ts = p.last_ts.max(ts);
         }
         if matches!(p.end, StreamEnd::Clean(_)) && !matches!(record, Record::End(_)) {

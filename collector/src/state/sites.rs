@@ -59,15 +59,20 @@ impl SiteBook<'_> {
         if temporary {
             s.temporary = s.temporary.saturating_add(1);
         }
+        if let Some(ns) = held_ns {
+            s.longest_held_ns = s.longest_held_ns.max(ns);
+        }
     }
 
     /// A block that was never counted outstanding turned out to have lived `held_ns` (its
     /// free arrived first).
     pub fn held(&mut self, key: SiteKey, held_ns: u64) {
-        if self.is_temporary(Some(held_ns)) {
-            let s = self.site(key);
+        let temporary = self.is_temporary(Some(held_ns));
+        let s = self.site(key);
+        if temporary {
             s.temporary = s.temporary.saturating_add(1);
         }
+        s.longest_held_ns = s.longest_held_ns.max(held_ns);
     }
 
     /// Part of a block (`bytes` of it) given back; the block itself stays.
@@ -96,7 +101,8 @@ impl SiteBook<'_> {
         s.outstanding_count = s.outstanding_count.saturating_sub(1);
     }
 
-    /// Undoes [`SiteBook::release`] with the same arguments.
+    /// Undoes [`SiteBook::release`] with the same arguments (the longest hold stays: a
+    /// larger one only makes `outlived.rs` more cautious).
     pub fn unrelease(&mut self, key: SiteKey, size: u64, held_ns: Option<u64>) {
         let temporary = self.is_temporary(held_ns);
         let s = self.site(key);

@@ -86,6 +86,7 @@ mod tests {
             p_value: 0.001,
             significant: low > 0.0,
             shape: Shape::Drift,
+            basis: None,
         }
     }
 

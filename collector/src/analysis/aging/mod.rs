@@ -2,7 +2,9 @@
 //! and when memory runs out at those rates.
 //!
 //! Every series of the run is tested after its process's warm-up:
-//! - each site;
+//! - each site's outstanding bytes, and, for a site that has turned its blocks over many
+//!   times, its outlived bytes (blocks far older than any it freed: the state's
+//!   `outlived.rs`), where a leak hidden in churn shows without the churn;
 //! - each process's own host memory, and its GPU memory per device;
 //! - each pool (owned sites summed by pool, memory kind and device);
 //! - the black-box view: the process's USS and RSS as medians of 60-second windows, as
@@ -16,7 +18,9 @@
 //! significant when the Hamed–Rao Mann–Kendall p-value is below α, the Theil–Sen slope's
 //! (1 − α) interval lies above zero, Benjamini–Hochberg rejects at q, and the growth is
 //! material: at the interval's lower end it has added at least three units of the series's
-//! own noise over the span tested (`material`).
+//! own noise over the span tested (`material`). An outlived series must moreover grow as a
+//! `drift`: a single step there is start-up memory passing the age bar, not a leak. A site
+//! grows when either of its series does; its trend then describes that series (`basis`).
 //!
 //! - [`series`]: the values to test (grid, warm-up cut, sums, window medians).
 //! - [`exhaustion`]: time until host memory and each GPU run out.
@@ -28,10 +32,11 @@ pub mod machine;
 pub mod series;
 
 use crate::analysis::aging_model::{
-    DeviceAging, MachineAging, PoolAging, ProcessAging, ResidentAging, RunAging, SeriesReport,
-    Tested, TrendReport,
+    Basis, DeviceAging, MachineAging, PoolAging, ProcessAging, ResidentAging, RunAging,
+    SeriesReport, Tested, TrendReport,
 };
 use crate::analysis::model::{Memory, ProcessReport};
+use crate::analysis::trend::shape::Shape;
 use crate::analysis::trend::{self, fdr, sen, shape, TrendOptions};
 use crate::state::{Grid, RunState};
 use series::{window_medians, OnGrid, Prepared};
@@ -42,6 +47,11 @@ pub const MIN_POINTS: usize = 10;
 
 /// Noise units a growth must add, at its interval's lower end, to be material.
 pub const MATERIAL_NOISE_UNITS: f64 = 3.0;
+
+/// Fewest times a site must have turned its live blocks over (blocks freed per block
+/// outstanding) for its outlived bytes to be tested: by then the longest life of its freed
+/// blocks says how long its blocks live.
+pub const OUTLIVED_MIN_TURNOVER: u64 = 10;
 
 /// Window of the black-box method's medians.
 pub const RESIDENT_WINDOW_NS: u64 = 60_000_000_000;
@@ -72,6 +82,8 @@ impl Default for AgingOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Target {
     Site(usize, usize),
+    /// A site's outlived bytes.
+    Outlived(usize, usize),
     Host(usize),
     Device(usize, usize),
     Pool(usize, usize),
@@ -131,23 +143,34 @@ pub fn analyze_run(
         for (si, site) in report.sites.iter().enumerate() {
             candidates.push(Candidate {
                 target: Target::Site(pi, si),
-                prepared: site.history.after(&grid, warmup_end),
+                prepared: site.history.outstanding.after(&grid, warmup_end),
                 origin_ns: start,
                 band: churn_band(site),
             });
+            if let Some(outlived) = site.history.outlived.as_ref().filter(|_| turned_over(site)) {
+                candidates.push(Candidate {
+                    target: Target::Outlived(pi, si),
+                    prepared: outlived.after(&grid, warmup_end),
+                    origin_ns: start,
+                    band: 0.0,
+                });
+            }
             if !site.owned {
                 continue;
             }
             if site.space.is_some() {
-                devices.entry(site.device).or_default().add(&site.history);
+                devices
+                    .entry(site.device)
+                    .or_default()
+                    .add(&site.history.outstanding);
             } else {
-                host.add(&site.history);
+                host.add(&site.history.outstanding);
             }
             let pool = pools
                 .entry((site.pool.clone(), site.memory, site.device))
                 .or_default();
             pool.0 = pool.0.saturating_add(site.outstanding_bytes);
-            pool.1.add(&site.history);
+            pool.1.add(&site.history.outstanding);
         }
         candidates.push(Candidate {
             target: Target::Host(pi),
@@ -282,6 +305,10 @@ pub fn analyze_run(
     for (&i, bh) in tested.iter().zip(rejected) {
         if let Some(s) = stats[i] {
             significant[i] = bh && s.p < opts.trend.alpha && s.ci_low > 0.0 && s.material;
+            if significant[i] && matches!(candidates[i].target, Target::Outlived(..)) {
+                significant[i] =
+                    shape::classify(&candidates[i].prepared.values, true) == Shape::Drift;
+            }
         }
     }
 
@@ -319,9 +346,25 @@ pub fn analyze_run(
         })
         .collect();
     for (i, c) in candidates.iter().enumerate() {
-        let result = tested_result(c, stats[i], significant[i], opts);
+        let mut result = tested_result(c, stats[i], significant[i], opts);
         match c.target {
-            Target::Site(pi, si) => reports[pi].sites[si].aging = result,
+            Target::Site(pi, si) => {
+                if let Some(t) = result.trend.as_mut() {
+                    t.basis = Some(Basis::Outstanding);
+                }
+                reports[pi].sites[si].aging = result;
+            }
+            Target::Outlived(pi, si) => {
+                // Reported where it shows a growth the outstanding bytes do not (the
+                // site's candidate came first).
+                let site = &mut reports[pi].sites[si];
+                if significant[i] && !site.aging.trend.is_some_and(|t| t.significant) {
+                    if let Some(t) = result.trend.as_mut() {
+                        t.basis = Some(Basis::Outlived);
+                    }
+                    site.aging = result;
+                }
+            }
             Target::RunHost => run.host = result,
             Target::RunDevice(k) => run.devices[k].tested = result,
             Target::Machine(k) => {
@@ -401,6 +444,12 @@ pub fn analyze_run(
         }
     }
     run
+}
+
+/// Whether `site` has freed at least [`OUTLIVED_MIN_TURNOVER`] blocks per block it holds.
+fn turned_over(site: &crate::analysis::model::Site) -> bool {
+    let freed = site.allocations.saturating_sub(site.outstanding_count);
+    freed >= OUTLIVED_MIN_TURNOVER.saturating_mul(site.outstanding_count.max(1))
 }
 
 /// The churn band of a site that frees: its level's natural spread if its live blocks
@@ -549,6 +598,7 @@ fn tested_result(
         p_value: s.p,
         significant,
         shape: shape::classify(&p.values, significant),
+        basis: None,
     });
     let series = (opts.series && !p.values.is_empty()).then(|| SeriesReport {
         step_s: p.step_ns as f64 / 1e9,
@@ -558,5 +608,7 @@ fn tested_result(
     Tested { trend, series }
 }
 
+#[cfg(test)]
+mod outlived_tests;
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,25 @@ pub struct Prepared {
     pub start_ns: u64,
 }
 
+/// A site's series on its process's grid: its outstanding bytes, and its outlived bytes
+/// where it has them (the state's `outlived.rs`: bytes of blocks far older than any block
+/// the site freed).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SiteHistory {
+    pub outstanding: OnGrid,
+    pub outlived: Option<OnGrid>,
+}
+
+impl SiteHistory {
+    /// Adds `other` (a part of the same merged site, same grid).
+    pub fn add(&mut self, other: &SiteHistory) {
+        self.outstanding.add(&other.outstanding);
+        if let Some(o) = &other.outlived {
+            self.outlived.get_or_insert_with(OnGrid::default).add(o);
+        }
+    }
+}
+
 /// Bucket values of one grid, from its first bucket (`start` at the grid's level).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OnGrid {

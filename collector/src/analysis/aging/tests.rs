@@ -3,6 +3,7 @@
 //! are found with their rates and shapes, and stationary churn is not flagged.
 
 use crate::analysis::aging::AgingOptions;
+use crate::analysis::model::Site;
 use crate::analysis::{analyze, AnalysisOptions};
 use crate::ingest::meta::RecordingMeta;
 use crate::state::{ConnId, RunState, SeriesLimits, StateOptions, DEFAULT_BUCKETS};
@@ -20,12 +21,12 @@ const STEP_STACK: u32 = 101;
 /// The leak: 1,000 bytes a minute.
 const LEAK_PER_HOUR: f64 = 60_000.0;
 
-/// A 216-hour stream: each churning site replaces one of its 8 blocks (random size) every
-/// interval; the leak site keeps 1,000 bytes a minute; the step site keeps 64 MiB a day.
-fn simulated_run() -> RunState {
+/// A run state on a grid of `interval_ns`, with one process (pid 7, started at 0) that
+/// has defined `stacks` (stack `id` has the single frame `0x1000 + id`), on connection 0.
+pub(super) fn one_process(interval_ns: u64, stacks: impl IntoIterator<Item = u32>) -> RunState {
     let mut state = RunState::new(StateOptions {
         series: SeriesLimits {
-            interval_ns: INTERVAL,
+            interval_ns,
             buckets: DEFAULT_BUCKETS,
         },
         ..StateOptions::default()
@@ -44,7 +45,7 @@ fn simulated_run() -> RunState {
             fingerprint: leakscope_protocol::BUILD_FINGERPRINT,
         }),
     );
-    for id in (1..=CHURN_SITES).chain([LEAK_STACK, STEP_STACK]) {
+    for id in stacks {
         state.apply(
             c,
             Record::Stack(StackDef {
@@ -54,6 +55,24 @@ fn simulated_run() -> RunState {
             }),
         );
     }
+    state
+}
+
+/// The site of `model`'s first process whose frame is stack `id`'s.
+pub(super) fn site_of(model: &crate::analysis::model::ReportModel, id: u32) -> &Site {
+    let address = format!("0x{:x}", 0x1000 + id);
+    model.processes[0]
+        .sites
+        .iter()
+        .find(|s| s.frames.first().is_some_and(|f| *f.address == *address))
+        .unwrap_or_else(|| panic!("no site for stack {id}"))
+}
+
+/// A 216-hour stream: each churning site replaces one of its 8 blocks (random size) every
+/// interval; the leak site keeps 1,000 bytes a minute; the step site keeps 64 MiB a day.
+fn simulated_run() -> RunState {
+    let mut state = one_process(INTERVAL, (1..=CHURN_SITES).chain([LEAK_STACK, STEP_STACK]));
+    let c = ConnId(0);
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut next = move || {
         rng ^= rng << 13;
@@ -109,7 +128,8 @@ fn a_216_hour_run_stays_bounded_and_finds_the_leak_and_the_steps() {
     let process = &state.processes[0];
     let grid = process.aging.grid();
     let (series, runs) = process.aging.size();
-    assert_eq!(series, CHURN_SITES as usize + 2);
+    // Outstanding bytes of every site, outlived bytes of the churning ones.
+    assert_eq!(series, 2 * CHURN_SITES as usize + 2);
     // Bounded: every series spans at most the limit (plus the open bucket), whatever the
     // length of the run, and constant stretches cost one run each.
     assert!(grid.ticks >= HOURS * 360 - 1, "{grid:?}");
@@ -141,14 +161,7 @@ fn a_216_hour_run_stays_bounded_and_finds_the_leak_and_the_steps() {
             ..AnalysisOptions::default()
         },
     );
-    let p = &model.processes[0];
-    let by_stack = |id: u32| {
-        let address = format!("0x{:x}", 0x1000 + id);
-        p.sites
-            .iter()
-            .find(|s| s.frames.first().is_some_and(|f| *f.address == *address))
-            .unwrap_or_else(|| panic!("no site for stack {id}"))
-    };
+    let by_stack = |id: u32| site_of(&model, id);
     let leak = by_stack(LEAK_STACK)
         .aging
         .trend
