@@ -34,7 +34,8 @@ pub const TEMP_FILE: &str = "checkpoint.bin.tmp";
 const MAGIC: [u8; 8] = *b"LKSCKPT\0";
 /// The layout of the checkpoint file and of the state inside. A checkpoint of another
 /// format (or written by another leakscope version, whose state may differ) is not used.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: sites keep their longest hold, and processes their outlived series.
+pub const FORMAT_VERSION: u32 = 2;
 /// Payload length and hash.
 const TRAILER_LEN: usize = 16;
 

@@ -250,4 +250,26 @@ mod tests {
         assert_eq!(span(1_500.0), "25.0 min");
         assert_eq!(span(7_200.0), "2.0 h");
     }
+
+    #[test]
+    fn a_trend_from_outlived_blocks_says_so() {
+        let t = TrendReport {
+            slope_bytes_per_hour: 12_288.0,
+            ci_low: 9_216.0,
+            ci_high: 15_360.0,
+            p_value: 1e-4,
+            significant: true,
+            shape: Shape::Drift,
+            basis: Some(Basis::Outlived),
+        };
+        assert_eq!(
+            trend_text(&t),
+            "+12.00 KiB/h (+9.00 KiB/h .. +15.00 KiB/h), p 1.00e-4, drift, \
+             in blocks outliving every freed one"
+        );
+        for basis in [Some(Basis::Outstanding), None] {
+            let plain = trend_text(&TrendReport { basis, ..t });
+            assert!(plain.ends_with("p 1.00e-4, drift"), "{plain}");
+        }
+    }
 }

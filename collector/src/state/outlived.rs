@@ -161,6 +161,47 @@ mod tests {
         assert_eq!(out.get(&churn), Some(&100));
     }
 
+    /// What one tick's sums cost over a large table (run with `--ignored --nocapture`, in
+    /// release for figures worth quoting): a million live blocks from 10,000 sites that
+    /// all free.
+    #[test]
+    #[ignore]
+    fn cost_of_the_sums_over_a_million_blocks() {
+        let opts = StateOptions::default();
+        let mut sites = FxHashMap::default();
+        let mut table = LiveTable::default();
+        let horizon = Horizon(Some(0));
+        {
+            let mut book = SiteBook::new(&mut sites, &opts);
+            for i in 0..1_010_000u64 {
+                let block = Block {
+                    ts: i * 1000,
+                    size: 48,
+                    site: host((i % 10_000) as u32),
+                };
+                table.alloc(key(i), block, horizon, &mut book);
+                if i < 10_000 {
+                    table.free(key(i), i * 1000 + S, horizon, &mut book);
+                }
+            }
+        }
+        let empty = LiveTable::default();
+        let holders = Holders {
+            tables: [&table, &empty],
+            reorder_window_ns: 5 * S,
+        };
+        let mut out = FxHashMap::default();
+        let start = std::time::Instant::now();
+        let rounds = 10;
+        for r in 0..rounds {
+            sum_by_site(&holders, &sites, S, 60 * S + r, &mut out);
+        }
+        let per_tick = start.elapsed() / rounds as u32;
+        let outlived: u64 = out.values().sum();
+        assert_eq!(outlived, 1_000_000 * 48);
+        println!("outlived sums over 1,000,000 blocks of 10,000 sites: {per_tick:?} per tick");
+    }
+
     #[test]
     fn only_whole_owned_blocks_have_outlived_series() {
         assert!(has_whole_blocks(&host(1)));
