@@ -1017,6 +1017,7 @@ def self_test():
         compare_torch.SCENARIO: (compare_torch.SCENARIO, "LEAK-DEFAULT at its line"),
         compare_aging.SCENARIO: (compare_aging.SCENARIO, "LEAK-AGING block site: trend significant"),
         compare_aging.SCENARIO + "-churn": (compare_aging.SCENARIO, "CHURN-AGING block sites"),
+        compare_aging.SCENARIO + "-hidden": (compare_aging.SCENARIO, "HIDDEN-AGING block site"),
         compare_aging.SCENARIO + "-hours": (compare_aging.SCENARIO, "hours == headroom_bytes / slope"),
     }
     for broken, (scn, check_part) in cases.items():

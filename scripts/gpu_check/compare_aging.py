@@ -6,6 +6,8 @@ extra leakscope arguments from here (:data:`RUN_ARGS`, :func:`report_args`).
 
 Checks: the block site of the ``# LEAK-AGING`` line grows significantly, as a drift, at
 the planted rate (within 20%); the ``# CHURN-AGING`` line's block sites do not; the
+``# HIDDEN-AGING`` line (churn that keeps one 64 KiB tensor a step) grows significantly,
+and which of its series showed it (``basis``) is given for reading; the
 ``pytorch-caching`` pool of the device grows significantly; ``aging.machine`` has the GPU
 with torch's total and a uuid; the process's GPU exhaustion estimate is headroom / slope;
 the run's ``aging`` section has tests and the default alpha and q.
@@ -18,8 +20,9 @@ import compare_torch
 
 SCENARIO = "torch-aging"
 DESCRIPTION = ("aging analysis: a PyTorch program keeping a 256 KiB tensor every 100 ms for 11 s "
-               "beside a stationary churn of random-size tensors (leakscope run --interval 200ms "
-               "--warmup 2s), vs the planted rate, torch.cuda.mem_get_info() and NVML")
+               "beside a stationary churn of random-size tensors, and a second churning line that "
+               "keeps one 64 KiB tensor of each batch (leakscope run --interval 200ms --warmup 2s), "
+               "vs the planted rates, torch.cuda.mem_get_info() and NVML")
 
 # `leakscope run` arguments of this scenario (series every 200 ms; start-up left out).
 WARMUP_S = 2.0
@@ -128,6 +131,26 @@ def check(s, h):
     rows.append(h.row(s.name, "CHURN-AGING block sites: no significant trend",
                       "%d of %d significant" % (len(flagged), len(churn)), "0 of %d" % len(churn),
                       h.PASS if churn and not untested and not flagged else h.FAIL, note, as_bytes=False, diff=""))
+    # 3. the leak hidden in churn: same line as the churn it frees
+    hidden = _sites_at(blocks, target, lines.get("HIDDEN-AGING"))
+    tested = [x for x in hidden if x.get("trend") is not None]
+    grows = [x for x in tested if x["trend"].get("significant") is True
+             and _num(x["trend"].get("slope_bytes_per_hour")) and x["trend"]["slope_bytes_per_hour"] > 0]
+    shown = grows[0] if grows else (tested[0] if tested else None)
+    ht = (shown or {}).get("trend")
+    rows.append(h.row(s.name, "HIDDEN-AGING block site (a leak hidden in churn): trend significant",
+                      _trend_text(ht) if shown else "no tested site", "significant",
+                      h.PASS if grows else h.FAIL,
+                      "line %s; %d block sites at the line; the target kept %s in %s tensors" % (
+                          lines.get("HIDDEN-AGING"), len(hidden), h.fmt_bytes(f.get("hidden_bytes")),
+                          f.get("hidden_count")), as_bytes=False, diff=""))
+    rows.append(h.row(s.name, "HIDDEN-AGING: the series that showed it, its slope vs the planted rate (for reading)",
+                      "%s, %s/h" % ((ht or {}).get("basis"), h.fmt_bytes(_int((ht or {}).get("slope_bytes_per_hour")))),
+                      "%s/h" % h.fmt_bytes(_int(f.get("hidden_rate_bytes_per_hour"))), h.INFO,
+                      "outlived bytes count a block once it is older than twice the longest any block of "
+                      "the line lived, plus the 5 s reordering window: they grow over the phase's last seconds",
+                      as_bytes=False, diff=""))
+
     sig = [x for q in rep.get("processes") or [] for x in q.get("sites") or []
            if (x.get("trend") or {}).get("significant")]
     rows.append(h.row(s.name, "sites with a significant trend / series significant in the run (for reading)",
@@ -257,11 +280,12 @@ def check(s, h):
 def write_fake(h, root, broken=""):
     """Writes consistent made-up artifacts for the scenario; ``broken`` plants one
     inconsistency: ``torch-aging`` (the leak not significant), ``torch-aging-churn`` (the
-    churn flagged), ``torch-aging-hours`` (exhaustion hours not headroom / slope)."""
+    churn flagged), ``torch-aging-hidden`` (the hidden leak not significant),
+    ``torch-aging-hours`` (exhaustion hours not headroom / slope)."""
     K, M, G = 1 << 10, 1 << 20, 1 << 30
     pid = 1000
     target = "/x/scripts/gpu_check/targets/torch_aging.py"
-    lines = {"LEAK-AGING": 103, "CHURN-AGING": 105}
+    lines = {"LEAK-AGING": 103, "CHURN-AGING": 105, "HIDDEN-AGING": 111}
     rate = 110 * 256 * K / 11.0 * 3600.0
 
     def frames(line):
@@ -283,9 +307,14 @@ def write_fake(h, root, broken=""):
                          frames=frames(lines["CHURN-AGING"]))
     churn["trend"] = (trend(3.0e7, True, "drift", p=1e-4) if broken == SCENARIO + "-churn"
                       else trend(1.0e6, False, "flat", p=0.4))
+    hidden = h._fake_site("device", "pytorch-caching", 110 * 64 * K + 40 * M, 131, space="block",
+                          owned=False, frames=frames(lines["HIDDEN-AGING"]))
+    hidden["trend"] = (trend(2.0e9, True, "drift") if broken != SCENARIO + "-hidden"
+                       else trend(2.0e9, False, "flat", p=0.2))
+    hidden["trend"]["basis"] = "outlived" if broken != SCENARIO + "-hidden" else "outstanding"
     segments = h._fake_site("device", "pytorch-caching", 96 * M, 20)
     segments["trend"] = trend(rate * 1.05, True, "drift")
-    sites = [segments, h._fake_site("device", "cublas", 64 * M, 3), leak, churn]
+    sites = [segments, h._fake_site("device", "cublas", 64 * M, 3), leak, churn, hidden]
     report = h._fake_report(pid, sites)
     for x in report["processes"][0]["sites"]:
         x.setdefault("trend", trend(0.0, False, "flat", p=1.0))
@@ -321,6 +350,7 @@ def write_fake(h, root, broken=""):
                "leak_count": 110, "leak_bytes": 110 * 256 * K, "leak_elapsed_s": 11.0,
                "leak_rate_bytes_per_hour": rate, "leak_start_s": 7.31, "leak_end_s": 18.33, "step_s": 0.1,
                "mem_get_info": [free - 2 * M, total], "churn_live_bytes": 24 * M, "lines": lines, "file": target,
+               "hidden_count": 110, "hidden_bytes": 110 * 64 * K, "hidden_rate_bytes_per_hour": 110 * 64 * K / 11.0 * 3600.0,
                "torch_uuid": "5e3f0c1a-0000-1111-2222-333344445555",
                "nvml": {"total": total, "used": total - free, "free": free,
                         "uuid": "GPU-5e3f0c1a-0000-1111-2222-333344445555"}}

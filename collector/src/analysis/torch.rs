@@ -62,13 +62,14 @@ pub fn block_parts(
         .block_sites()
         .into_iter()
         .map(|(key, s)| SymbolizedSite {
-            history: SiteHistory {
-                outstanding: if seen.insert(key.stack) {
-                    series.blocks(key.stack).map(OnGrid::of).unwrap_or_default()
-                } else {
-                    OnGrid::default()
-                },
-                outlived: None,
+            // A stack's series go to its first site (they are kept per stack).
+            history: if seen.insert(key.stack) {
+                SiteHistory {
+                    outstanding: series.blocks(key.stack).map(OnGrid::of).unwrap_or_default(),
+                    outlived: series.block_outlived(key.stack).map(OnGrid::of),
+                }
+            } else {
+                SiteHistory::default()
             },
             kind: MemoryKind::Device,
             pool: block_pool(track, &key),
@@ -84,7 +85,7 @@ pub fn block_parts(
                 allocated_bytes: s.allocated_bytes,
                 peak_bytes: s.peak_bytes,
                 temporary: s.temporary,
-                // PyTorch's blocks have no outlived series.
+                // Kept per stack by the track (the series come from there).
                 longest_held_ns: 0,
             },
         })

@@ -16,8 +16,9 @@
 //! bytes before its first allocation), so series of one process can be summed bucket by
 //! bucket.
 //!
-//! Sites that free whole blocks also get a series of their outlived bytes (`outlived.rs`),
-//! sampled at the same ticks from the first tick after their first free (0 before).
+//! Sites that free whole blocks, and PyTorch block stacks that free, also get a series of
+//! their outlived bytes (`outlived.rs`), sampled at the same ticks from the first tick
+//! after their first free (0 before).
 
 use crate::state::hash::FxHashMap;
 use crate::state::outlived::{self, Holders};
@@ -215,6 +216,11 @@ pub struct SiteSeries {
     /// Scratch map for sampling them.
     #[serde(skip)]
     outlived_sums: FxHashMap<SiteKey, u64>,
+    /// Outlived bytes of PyTorch's blocks, per stack.
+    block_outlived: FxHashMap<StackId, BucketSeries>,
+    /// Scratch map for sampling them.
+    #[serde(skip)]
+    block_outlived_sums: FxHashMap<StackId, u64>,
     /// The latest resident-memory reading (RSS, USS), sampled at each tick like a site.
     resident: Option<(u64, u64)>,
     /// RSS and USS series, from the first tick after the first reading.
@@ -257,10 +263,16 @@ impl SiteSeries {
                 track.outstanding_by_stack(&mut self.block_sums);
             }
             self.outlived_sums.clear();
+            self.block_outlived_sums.clear();
             if let Some(h) = holders {
                 let at = tick.saturating_mul(self.limits.interval_ns);
                 let interval = self.limits.interval_ns;
                 outlived::sum_by_site(&h, sites, interval, at, &mut self.outlived_sums);
+                if let Some(track) = torch {
+                    let sums = &mut self.block_outlived_sums;
+                    let window = h.reorder_window_ns;
+                    outlived::sum_blocks_by_stack(track, window, interval, at, sums);
+                }
             }
             self.sample(tick, sites);
         }
@@ -302,6 +314,12 @@ impl SiteSeries {
                     .or_insert_with(|| BucketSeries::starting_at(start_bucket))
                     .add(bucket, *bytes, n);
             }
+            for (stack, bytes) in &self.block_outlived_sums {
+                self.block_outlived
+                    .entry(*stack)
+                    .or_insert_with(|| BucketSeries::starting_at(start_bucket))
+                    .add(bucket, *bytes, n);
+            }
             // Block stacks with no live block now are worth 0.
             for (stack, s) in self.blocks.iter_mut() {
                 if !self.block_sums.contains_key(stack) {
@@ -315,7 +333,11 @@ impl SiteSeries {
                 let old = 1u64 << self.level;
                 self.level += 1;
                 let gauges = self.rss.iter_mut().chain(self.uss.iter_mut());
-                let blocks = self.blocks.values_mut().chain(self.outlived.values_mut());
+                let blocks = self
+                    .blocks
+                    .values_mut()
+                    .chain(self.outlived.values_mut())
+                    .chain(self.block_outlived.values_mut());
                 for s in self.series.values_mut().chain(blocks).chain(gauges) {
                     s.compact(old);
                 }
@@ -349,6 +371,12 @@ impl SiteSeries {
         self.outlived.get(key)
     }
 
+    /// The outlived bytes of PyTorch's blocks allocated from `stack`, over time (`None`: the
+    /// stack freed no block before the last tick sampled).
+    pub fn block_outlived(&self, stack: StackId) -> Option<&BucketSeries> {
+        self.block_outlived.get(&stack)
+    }
+
     /// The series of `key` (`None`: the site appeared after the last tick sampled).
     pub fn get(&self, key: &SiteKey) -> Option<&BucketSeries> {
         self.series.get(key)
@@ -369,11 +397,12 @@ impl SiteSeries {
     /// Series kept, and the runs they store in all (their size).
     pub fn size(&self) -> (usize, usize) {
         (
-            self.series.len() + self.blocks.len() + self.outlived.len(),
+            self.series.len() + self.blocks.len() + self.outlived.len() + self.block_outlived.len(),
             self.series
                 .values()
                 .chain(self.blocks.values())
                 .chain(self.outlived.values())
+                .chain(self.block_outlived.values())
                 .map(|s| s.runs.len())
                 .sum(),
         )

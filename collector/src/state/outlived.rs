@@ -12,14 +12,15 @@
 //! are freed, so its outlived bytes stay near zero; a leaking site's grow by what it leaks,
 //! without its churn. The aging analysis tests that series beside the outstanding bytes.
 //!
-//! Only whole blocks of the live tables count: host memory other than mappings, and GPU
-//! pointers the process allocated. Mappings, handles, registrations and PyTorch's blocks
-//! have no outlived series.
+//! Whole blocks of the live tables count: host memory other than mappings, and GPU pointers
+//! the process allocated. So do PyTorch's blocks, per allocating stack (their sites' series
+//! are per stack too), once a reading has shown their size. Mappings, handles and
+//! registrations have no outlived series.
 
 use crate::state::hash::FxHashMap;
 use crate::state::live::LiveTable;
-use crate::state::{SiteKey, SiteStats};
-use leakscope_protocol::{GpuSpace, MemoryKind};
+use crate::state::{SiteKey, SiteStats, TorchTrack};
+use leakscope_protocol::{GpuSpace, MemoryKind, StackId};
 
 /// What sampling the outlived bytes needs from the process: its live tables of whole
 /// blocks and how late a free may arrive.
@@ -43,7 +44,43 @@ pub(crate) fn has_whole_blocks(key: &SiteKey) -> bool {
 /// The age past which a block of a site with `stats` is outlived (`None`: the site never
 /// freed a block whose lifetime is known, so nothing tells a leak from a long life).
 pub(crate) fn threshold_ns(stats: &SiteStats, interval_ns: u64) -> Option<u64> {
-    (stats.longest_held_ns > 0).then(|| stats.longest_held_ns.saturating_mul(2).max(interval_ns))
+    (stats.longest_held_ns > 0).then(|| bar_ns(stats.longest_held_ns, interval_ns))
+}
+
+/// Twice the longest hold, and at least one interval.
+fn bar_ns(longest_held_ns: u64, interval_ns: u64) -> u64 {
+    longest_held_ns.saturating_mul(2).max(interval_ns)
+}
+
+/// Fills `out` (cleared first) with the outlived bytes of PyTorch's blocks at `at_ns`, per
+/// allocating stack: every stack that freed a block whose lifetime is known gets an entry.
+pub(crate) fn sum_blocks_by_stack(
+    track: &TorchTrack,
+    reorder_window_ns: u64,
+    interval_ns: u64,
+    at_ns: u64,
+    out: &mut FxHashMap<StackId, u64>,
+) {
+    out.clear();
+    let seen_at = at_ns.saturating_sub(reorder_window_ns);
+    let mut cutoffs: FxHashMap<StackId, u64> = FxHashMap::default();
+    for (stack, &longest) in track.longest_held() {
+        out.insert(*stack, 0);
+        let bar = bar_ns(longest, interval_ns);
+        if seen_at > bar {
+            cutoffs.insert(*stack, seen_at - bar);
+        }
+    }
+    if cutoffs.is_empty() {
+        return;
+    }
+    track.for_each_sized_live(|stack, ts, size| {
+        if cutoffs.get(&stack).is_some_and(|&cutoff| ts < cutoff) {
+            if let Some(sum) = out.get_mut(&stack) {
+                *sum = sum.saturating_add(size);
+            }
+        }
+    });
 }
 
 /// Fills `out` (cleared first) with each site's outlived bytes at `at_ns`: sites that may

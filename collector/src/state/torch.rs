@@ -161,6 +161,9 @@ pub struct TorchTrack {
     readings: Series<TorchReading>,
     pub counts: TorchCounts,
     events_since_sweep: u64,
+    /// The longest any block of each stack was held before its free was seen, in
+    /// nanoseconds (stacks with no such free are absent): `outlived.rs`'s bar.
+    longest_held: FxHashMap<StackId, u64>,
 }
 
 impl TorchTrack {
@@ -264,6 +267,32 @@ impl TorchTrack {
         s.count(b.size);
         if held_ns.is_some_and(|h| h < temporary_ns) {
             s.temporary = s.temporary.saturating_add(1);
+        }
+        if let Some(h) = held_ns {
+            let longest = self.longest_held.entry(b.stack).or_default();
+            *longest = (*longest).max(h);
+        }
+    }
+
+    /// Each stack that freed a block whose lifetime is known, with the longest such
+    /// lifetime (nanoseconds).
+    pub(crate) fn longest_held(&self) -> &FxHashMap<StackId, u64> {
+        &self.longest_held
+    }
+
+    /// Calls `f` with the stack, hand-out time and size of every live block whose size is
+    /// known.
+    pub(crate) fn for_each_sized_live(&self, mut f: impl FnMut(StackId, u64, u64)) {
+        for slot in self.slots.values() {
+            if let Slot::Live(Live {
+                stack,
+                ts,
+                size: Some(n),
+                ..
+            }) = slot
+            {
+                f(*stack, *ts, *n);
+            }
         }
     }
 

@@ -285,3 +285,36 @@ fn readings_apply_as_changes_and_pools_and_peaks_follow() {
     assert_eq!(t.segments().count(), 2);
     assert_eq!(t.latest_reading(), Some(Timestamp(40)));
 }
+
+/// PyTorch blocks have outlived bytes per stack: a stack that freed a block held 2 s has
+/// its live sized blocks counted once older than twice that (plus the reordering window);
+/// a stack that never freed has none.
+#[test]
+fn blocks_outliving_their_stacks_freed_ones_are_summed_per_stack() {
+    const S: u64 = 1_000_000_000;
+    let mut t = TorchTrack::default();
+    let h = Horizon(Some(0));
+    t.block(&ev(S, SEG, true, 1), h, TEMP);
+    t.block(&ev(3 * S, SEG, false, 1), h, TEMP);
+    t.block(&ev(4 * S, SEG + 4096, true, 1), h, TEMP);
+    t.block(&ev(4 * S, SEG + 8192, true, 2), h, TEMP);
+    t.state(
+        state(
+            5 * S,
+            true,
+            vec![seg(SEG, DEFAULT, &[(SEG + 4096, 512), (SEG + 8192, 1024)])],
+            &[],
+        ),
+        h,
+    );
+    assert_eq!(t.longest_held().get(&StackId(1)), Some(&(2 * S)));
+    assert_eq!(t.longest_held().get(&StackId(2)), None);
+    let mut out = FxHashMap::default();
+    let window = 5 * S;
+    // Handed out at 4 s; bar 4 s; window 5 s: outlived after 13 s.
+    crate::state::outlived::sum_blocks_by_stack(&t, window, S, 13 * S, &mut out);
+    assert_eq!(out.get(&StackId(1)), Some(&0));
+    assert_eq!(out.get(&StackId(2)), None);
+    crate::state::outlived::sum_blocks_by_stack(&t, window, S, 13 * S + 1, &mut out);
+    assert_eq!(out.get(&StackId(1)), Some(&512));
+}

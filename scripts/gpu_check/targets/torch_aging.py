@@ -6,7 +6,11 @@ Paced by the wall clock, one step every 100 ms: a 1 s warm-up of churn alone, th
 which every step keeps one float32 tensor of 256 KiB on cuda:0 in a list (the leak, the
 ``# LEAK-AGING`` line) and the churn goes on: each step allocates several tensors of random
 sizes (64 KiB to 4 MiB, the ``# CHURN-AGING`` line) and drops those of three steps before,
-synchronizing, so the churn's level is stationary and its memory really freed.
+synchronizing, so the churn's level is stationary and its memory really freed. A third
+line (``# HIDDEN-AGING``) churns the same way, 8 tensors a step, and leaks from the same
+line: in the leak phase the first tensor of each step's batch, always 64 KiB, is kept (a
+leak hidden in churn, which leakscope finds from the blocks that outlive every block the
+line frees).
 
 The GPUCHECK line carries the truth the checks need: the planted rate (leaked bytes over
 the leak phase's measured seconds, per hour), the leaked tensors' count and bytes,
@@ -33,14 +37,17 @@ LEAK_ELEMS = 256 * KiB // 4       # float32: 256 KiB per tensor
 CHURN_PER_STEP = 4
 CHURN_KEEP_STEPS = 3  # a churn tensor lives three steps (300 ms), then is dropped
 CHURN_MIN, CHURN_MAX = 64 * KiB, 4 * MiB
+HIDDEN_PER_STEP = 8
+HIDDEN_LEAK_BYTES = 64 * KiB  # the first tensor of each batch, kept in the leak phase
 
 
 def marker_lines():
-    """{"LEAK-AGING": line, "CHURN-AGING": line} from this file's source."""
+    """{"LEAK-AGING": line, "CHURN-AGING": line, "HIDDEN-AGING": line} from this file's
+    source."""
     out = {}
     with open(__file__) as f:
         for i, line in enumerate(f, 1):
-            m = re.search(r"\S.*#\s((?:LEAK|CHURN)-AGING)\s*$", line)
+            m = re.search(r"\S.*#\s((?:LEAK|CHURN|HIDDEN)-AGING)\s*$", line)
             if m:
                 out[m.group(1)] = i
     return out
@@ -94,6 +101,8 @@ def main():
     rng = random.Random(20261124)  # the same sizes bare and under leakscope
     leaked = []
     churn = []  # one list of tensors per step, the last CHURN_KEEP_STEPS steps
+    hidden_leaked = []
+    hidden = []  # the hidden line's batches, as churn's
     marks = {}  # "start" / "end": (monotonic time, process age) of the leak phase
 
     def step(k):
@@ -108,6 +117,15 @@ def main():
         churn.append(fresh)
         if len(churn) > CHURN_KEEP_STEPS:
             del churn[0]
+        sizes = [HIDDEN_LEAK_BYTES] + [rng.randint(CHURN_MIN, CHURN_MAX) for _ in range(HIDDEN_PER_STEP - 1)]
+        batch = [torch.empty(n, dtype=torch.uint8, device=dev) for n in sizes]  # HIDDEN-AGING
+        for t in batch:
+            t.fill_(2)
+        if k >= WARMUP_STEPS:
+            hidden_leaked.append(batch[0])
+        hidden.append(batch)
+        if len(hidden) > CHURN_KEEP_STEPS:
+            del hidden[0]
         torch.cuda.synchronize()
 
     with common.step("warm-up and leak phase", 150):
@@ -127,7 +145,7 @@ def main():
     torch.cuda.synchronize()
     # What is held stays held until exit: the leak, and the churn's last steps (so the
     # churn's site holds bytes at exit and ranks among the report's sites).
-    common.keep(leaked, churn)
+    common.keep(leaked, churn, hidden_leaked, hidden)
     (t_start, leak_start_s), (t_end, leak_end_s) = marks["start"], marks["end"]
 
     elapsed = t_end - t_start
@@ -149,6 +167,9 @@ def main():
         "step_s": STEP_S,
         "mem_get_info": [int(free), int(total)],
         "churn_live_bytes": sum(t.numel() for group in churn for t in group),
+        "hidden_count": len(hidden_leaked),
+        "hidden_bytes": len(hidden_leaked) * HIDDEN_LEAK_BYTES,
+        "hidden_rate_bytes_per_hour": len(hidden_leaked) * HIDDEN_LEAK_BYTES / elapsed * 3600.0,
         "lines": marker_lines(),
         "file": __file__,
         "torch_uuid": torch_uuid,

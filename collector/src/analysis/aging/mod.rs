@@ -2,8 +2,8 @@
 //! and when memory runs out at those rates.
 //!
 //! Every series of the run is tested after its process's warm-up:
-//! - each site's outstanding bytes, and, for a site that has turned its blocks over many
-//!   times, its outlived bytes (blocks far older than any it freed: the state's
+//! - each site's outstanding bytes, and, for a site that has freed many blocks, its
+//!   outlived bytes (blocks far older than any it freed: the state's
 //!   `outlived.rs`), where a leak hidden in churn shows without the churn;
 //! - each process's own host memory, and its GPU memory per device;
 //! - each pool (owned sites summed by pool, memory kind and device);
@@ -19,8 +19,9 @@
 //! (1 − α) interval lies above zero, Benjamini–Hochberg rejects at q, and the growth is
 //! material: at the interval's lower end it has added at least three units of the series's
 //! own noise over the span tested (`material`). An outlived series must moreover grow as a
-//! `drift`: a single step there is start-up memory passing the age bar, not a leak. A site
-//! grows when either of its series does; its trend then describes that series (`basis`).
+//! `drift`: growth in a few steps there is memory kept in bursts passing the age bar
+//! together, not a leak (the outstanding bytes judge it). A site grows when either of its
+//! series does; its trend then describes that series (`basis`).
 //!
 //! - [`series`]: the values to test (grid, warm-up cut, sums, window medians).
 //! - [`exhaustion`]: time until host memory and each GPU run out.
@@ -48,10 +49,11 @@ pub const MIN_POINTS: usize = 10;
 /// Noise units a growth must add, at its interval's lower end, to be material.
 pub const MATERIAL_NOISE_UNITS: f64 = 3.0;
 
-/// Fewest times a site must have turned its live blocks over (blocks freed per block
-/// outstanding) for its outlived bytes to be tested: by then the longest life of its freed
-/// blocks says how long its blocks live.
-pub const OUTLIVED_MIN_TURNOVER: u64 = 10;
+/// Fewest blocks a site must have freed for its outlived bytes to be tested: its longest
+/// hold is then the largest of that many lifetimes, a fair bound on how long its blocks
+/// live. (A ratio of frees to live blocks would shut out the leaks that keep a large share
+/// of what they allocate: their live blocks are mostly the leak.)
+pub const OUTLIVED_MIN_FREES: u64 = 100;
 
 /// Window of the black-box method's medians.
 pub const RESIDENT_WINDOW_NS: u64 = 60_000_000_000;
@@ -148,9 +150,11 @@ pub fn analyze_run(
                 band: churn_band(site),
             });
             if let Some(outlived) = site.history.outlived.as_ref().filter(|_| turned_over(site)) {
+                // From its first non-zero value: the zeros before it are the age bar's
+                // delay (no block can be outlived until it has lived past the bar).
                 candidates.push(Candidate {
                     target: Target::Outlived(pi, si),
-                    prepared: outlived.after(&grid, warmup_end),
+                    prepared: outlived.after(&grid, warmup_end).from_first_nonzero(),
                     origin_ns: start,
                     band: 0.0,
                 });
@@ -446,10 +450,9 @@ pub fn analyze_run(
     run
 }
 
-/// Whether `site` has freed at least [`OUTLIVED_MIN_TURNOVER`] blocks per block it holds.
+/// Whether `site` has freed at least [`OUTLIVED_MIN_FREES`] blocks.
 fn turned_over(site: &crate::analysis::model::Site) -> bool {
-    let freed = site.allocations.saturating_sub(site.outstanding_count);
-    freed >= OUTLIVED_MIN_TURNOVER.saturating_mul(site.outstanding_count.max(1))
+    site.allocations.saturating_sub(site.outstanding_count) >= OUTLIVED_MIN_FREES
 }
 
 /// The churn band of a site that frees: its level's natural spread if its live blocks

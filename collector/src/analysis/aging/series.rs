@@ -14,6 +14,24 @@ pub struct Prepared {
     pub start_ns: u64,
 }
 
+impl Prepared {
+    /// The series from its first non-zero value on (empty if it has none).
+    pub fn from_first_nonzero(self) -> Prepared {
+        let skip = self
+            .values
+            .iter()
+            .position(|&v| v != 0.0)
+            .unwrap_or(self.values.len());
+        Prepared {
+            start_ns: self
+                .start_ns
+                .saturating_add(self.step_ns.saturating_mul(skip as u64)),
+            values: self.values[skip..].to_vec(),
+            step_ns: self.step_ns,
+        }
+    }
+}
+
 /// A site's series on its process's grid: its outstanding bytes, and its outlived bytes
 /// where it has them (the state's `outlived.rs`: bytes of blocks far older than any block
 /// the site freed).
@@ -153,6 +171,24 @@ pub fn median(values: &mut [f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leading_zeros_are_cut_and_the_start_moves_with_them() {
+        let p = Prepared {
+            values: vec![0.0, 0.0, 3.0, 0.0, 5.0],
+            step_ns: 10,
+            start_ns: 100,
+        };
+        let cut = p.from_first_nonzero();
+        assert_eq!(cut.values, vec![3.0, 0.0, 5.0]);
+        assert_eq!((cut.start_ns, cut.step_ns), (120, 10));
+        let none = Prepared {
+            values: vec![0.0; 4],
+            step_ns: 10,
+            start_ns: 0,
+        };
+        assert!(none.from_first_nonzero().values.is_empty());
+    }
 
     fn grid(level: u32, first_tick: u64) -> Grid {
         Grid {
