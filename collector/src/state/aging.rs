@@ -302,24 +302,10 @@ impl SiteSeries {
                     .or_insert_with(|| BucketSeries::starting_at(start_bucket));
                 s.add(bucket, stats.outstanding_bytes, n);
             }
-            for (stack, bytes) in &self.block_sums {
-                self.blocks
-                    .entry(*stack)
-                    .or_insert_with(|| BucketSeries::starting_at(start_bucket))
-                    .add(bucket, *bytes, n);
-            }
-            for (key, bytes) in &self.outlived_sums {
-                self.outlived
-                    .entry(*key)
-                    .or_insert_with(|| BucketSeries::starting_at(start_bucket))
-                    .add(bucket, *bytes, n);
-            }
-            for (stack, bytes) in &self.block_outlived_sums {
-                self.block_outlived
-                    .entry(*stack)
-                    .or_insert_with(|| BucketSeries::starting_at(start_bucket))
-                    .add(bucket, *bytes, n);
-            }
+            let at = (start_bucket, bucket, n);
+            add_sums(&mut self.blocks, &self.block_sums, at);
+            add_sums(&mut self.outlived, &self.outlived_sums, at);
+            add_sums(&mut self.block_outlived, &self.block_outlived_sums, at);
             // Block stacks with no live block now are worth 0.
             for (stack, s) in self.blocks.iter_mut() {
                 if !self.block_sums.contains_key(stack) {
@@ -406,6 +392,21 @@ impl SiteSeries {
                 .map(|s| s.runs.len())
                 .sum(),
         )
+    }
+}
+
+/// Adds `n` ticks of each key's value in `sums` to its series, in `bucket` (`at`: the
+/// process's first bucket, where a new series starts, then `bucket` and `n`).
+fn add_sums<K: Copy + Eq + std::hash::Hash>(
+    series: &mut FxHashMap<K, BucketSeries>,
+    sums: &FxHashMap<K, u64>,
+    (start_bucket, bucket, n): (u64, u64, u64),
+) {
+    for (key, value) in sums {
+        series
+            .entry(*key)
+            .or_insert_with(|| BucketSeries::starting_at(start_bucket))
+            .add(bucket, *value, n);
     }
 }
 

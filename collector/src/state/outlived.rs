@@ -52,37 +52,6 @@ fn bar_ns(longest_held_ns: u64, interval_ns: u64) -> u64 {
     longest_held_ns.saturating_mul(2).max(interval_ns)
 }
 
-/// Fills `out` (cleared first) with the outlived bytes of PyTorch's blocks at `at_ns`, per
-/// allocating stack: every stack that freed a block whose lifetime is known gets an entry.
-pub(crate) fn sum_blocks_by_stack(
-    track: &TorchTrack,
-    reorder_window_ns: u64,
-    interval_ns: u64,
-    at_ns: u64,
-    out: &mut FxHashMap<StackId, u64>,
-) {
-    out.clear();
-    let seen_at = at_ns.saturating_sub(reorder_window_ns);
-    let mut cutoffs: FxHashMap<StackId, u64> = FxHashMap::default();
-    for (stack, &longest) in track.longest_held() {
-        out.insert(*stack, 0);
-        let bar = bar_ns(longest, interval_ns);
-        if seen_at > bar {
-            cutoffs.insert(*stack, seen_at - bar);
-        }
-    }
-    if cutoffs.is_empty() {
-        return;
-    }
-    track.for_each_sized_live(|stack, ts, size| {
-        if cutoffs.get(&stack).is_some_and(|&cutoff| ts < cutoff) {
-            if let Some(sum) = out.get_mut(&stack) {
-                *sum = sum.saturating_add(size);
-            }
-        }
-    });
-}
-
 /// Fills `out` (cleared first) with each site's outlived bytes at `at_ns`: sites that may
 /// have an outlived series get an entry, 0 when none of their blocks is outlived.
 pub(crate) fn sum_by_site(
@@ -92,35 +61,64 @@ pub(crate) fn sum_by_site(
     at_ns: u64,
     out: &mut FxHashMap<SiteKey, u64>,
 ) {
-    out.clear();
-    // Blocks allocated before this, per site, are outlived; a site without one is absent.
+    let bars = sites
+        .iter()
+        .filter(|(key, _)| has_whole_blocks(key))
+        .filter_map(|(key, stats)| Some((*key, threshold_ns(stats, interval_ns)?)));
     let seen_at = at_ns.saturating_sub(holders.reorder_window_ns);
-    let mut cutoffs: FxHashMap<SiteKey, u64> = FxHashMap::default();
-    for (key, stats) in sites {
-        if !has_whole_blocks(key) {
-            continue;
+    sum(bars, seen_at, out, |add| {
+        for table in holders.tables {
+            table.for_each_outstanding(|_, b| add(b.site, b.ts, b.size));
         }
-        if let Some(t) = threshold_ns(stats, interval_ns) {
-            out.insert(*key, 0);
-            if seen_at > t {
-                cutoffs.insert(*key, seen_at - t);
-            }
+    });
+}
+
+/// Fills `out` (cleared first) with the outlived bytes of PyTorch's blocks at `at_ns`, per
+/// allocating stack: every stack that freed a block whose lifetime is known gets an entry.
+pub(crate) fn sum_blocks_by_stack(
+    track: &TorchTrack,
+    reorder_window_ns: u64,
+    interval_ns: u64,
+    at_ns: u64,
+    out: &mut FxHashMap<StackId, u64>,
+) {
+    let bars = track
+        .longest_held()
+        .iter()
+        .map(|(stack, &longest)| (*stack, bar_ns(longest, interval_ns)));
+    let seen_at = at_ns.saturating_sub(reorder_window_ns);
+    sum(bars, seen_at, out, |add| track.for_each_sized_live(add));
+}
+
+/// The sums for keys with `bars` (each key's age bar): an entry per key, adding the size of
+/// every live block `blocks` reports (key, allocation time, size) that was older than its
+/// key's bar at `seen_at`.
+fn sum<K: Copy + Eq + std::hash::Hash>(
+    bars: impl Iterator<Item = (K, u64)>,
+    seen_at: u64,
+    out: &mut FxHashMap<K, u64>,
+    blocks: impl FnOnce(&mut dyn FnMut(K, u64, u64)),
+) {
+    out.clear();
+    // Blocks allocated before its cutoff are a key's outlived ones; a key without one has
+    // none yet.
+    let mut cutoffs: FxHashMap<K, u64> = FxHashMap::default();
+    for (key, bar) in bars {
+        out.insert(key, 0);
+        if seen_at > bar {
+            cutoffs.insert(key, seen_at - bar);
         }
     }
     if cutoffs.is_empty() {
         return;
     }
-    for table in holders.tables {
-        table.for_each_outstanding(|_, block| {
-            if let Some(&cutoff) = cutoffs.get(&block.site) {
-                if block.ts < cutoff {
-                    if let Some(sum) = out.get_mut(&block.site) {
-                        *sum = sum.saturating_add(block.size);
-                    }
-                }
+    blocks(&mut |key, ts, size| {
+        if cutoffs.get(&key).is_some_and(|&cutoff| ts < cutoff) {
+            if let Some(sum) = out.get_mut(&key) {
+                *sum = sum.saturating_add(size);
             }
-        });
-    }
+        }
+    });
 }
 
 #[cfg(test)]
