@@ -408,17 +408,10 @@ impl TorchTrack {
     /// Adds the bytes of every live block whose size is known to its stack's entry in
     /// `out` (the aging series sample this at each tick).
     pub fn outstanding_by_stack(&self, out: &mut FxHashMap<StackId, u64>) {
-        for slot in self.slots.values() {
-            if let Slot::Live(Live {
-                stack,
-                size: Some(n),
-                ..
-            }) = slot
-            {
-                let e = out.entry(*stack).or_default();
-                *e = e.saturating_add(*n);
-            }
-        }
+        self.for_each_sized_live(|stack, _, n| {
+            let e = out.entry(stack).or_default();
+            *e = e.saturating_add(n);
+        });
     }
 
     /// Every block site with its statistics, live blocks included, sorted by key.
