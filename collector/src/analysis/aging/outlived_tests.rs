@@ -1,7 +1,8 @@
 //! Outlived bytes in the aging analysis: a leak hidden in its site's churn is found from
 //! the blocks that outlive every block the site frees, minutes before the site's
-//! outstanding bytes show it; stationary sites with slow turnover and start-up memory that
-//! passes the age bar at once are not growth.
+//! outstanding bytes show it; stationary sites with slow turnover and memory kept in a few
+//! bursts are not growth; a leak of a large share of a batch is found within seconds of
+//! the age bar (the GPU check's `HIDDEN-AGING` line).
 
 use super::tests::{one_process, site_of};
 use crate::analysis::aging::AgingOptions;
@@ -78,7 +79,7 @@ impl Churn {
     }
 }
 
-/// `seconds` of the workload; returns the state and the bytes leaked.
+/// `seconds` of the workload; returns the state and the number of blocks leaked.
 fn run(seconds: u64) -> (RunState, u64) {
     let mut state = one_process(INTERVAL, [LEAK, BURST].into_iter().chain(SLOW));
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
