@@ -1,5 +1,6 @@
 //! Stream records for unit tests: host allocations and frees on thread 1, built one way
-//! for every test module that feeds a state.
+//! for every test module that feeds a state; and the small deterministic generator the
+//! randomized ones draw from.
 
 use leakscope_protocol::{
     Alloc, Api, Free, MemoryKind, Record, RuntimeAddr, StackId, ThreadId, Timestamp,
@@ -38,4 +39,21 @@ pub fn free(ts: u64, addr: u64) -> Record {
         kind: MemoryKind::Host,
         api: Api::Free,
     })
+}
+
+/// xorshift64: a tiny deterministic generator for the randomized tests (seed it non-zero).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A value below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
 }

@@ -3,6 +3,7 @@
 //! timestamp order across threads, fork children inheriting no GPU memory, hostile records.
 
 use super::*;
+use crate::test_records::Rng;
 use leakscope_protocol::{
     Alloc, Capture, Fork, Free, GpuAlloc, Origin, PoolAction, PoolEvent, PoolHandle, Record,
     StackDef, ThreadId,
@@ -588,20 +589,6 @@ fn malformed_gpu_records_are_counted_not_fatal() {
     assert_eq!(p.anomalies.empty_ranges, 1);
     assert_eq!(gs(p, 1, Api::CudaMalloc).outstanding_bytes, u64::MAX);
     assert_eq!(gs(p, 1, Api::CuMemMap).outstanding_bytes, 1);
-}
-
-/// A tiny deterministic generator for the randomized test.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// Random true histories of a few handle values (creates, retains and releases on random

@@ -2,6 +2,7 @@
 //! order, mapped ranges, fork seeding, temporary threshold, peaks, hostile streams.
 
 use super::*;
+use crate::test_records::Rng;
 use leakscope_protocol::{
     Alloc, Api, End, EndReason, Fork, Free, ModuleUnload, Origin, Record, StackDef, ThreadId,
 };
@@ -717,20 +718,6 @@ fn shim_fingerprint_mismatch_is_noted() {
     let p = &s.processes[0];
     assert!(p.anomalies.fingerprint_mismatch);
     assert!(p.notes[0].contains("rebuild"), "{:?}", p.notes);
-}
-
-/// A tiny deterministic generator for the randomized tests.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// Random true histories at a few addresses (allocations and frees alternate, each on a

@@ -11,7 +11,7 @@ use crate::analysis::trend::shape::Shape;
 use crate::analysis::{analyze, AnalysisOptions};
 use crate::ingest::meta::RecordingMeta;
 use crate::state::{ConnId, RunState};
-use crate::test_records::{alloc, free};
+use crate::test_records::{alloc, free, Rng};
 
 const S: u64 = 1_000_000_000;
 const MS: u64 = 1_000_000;
@@ -23,18 +23,6 @@ const LEAK: u32 = 1;
 const SLOW: [u32; 10] = [10, 11, 12, 13, 14, 15, 16, 17, 18, 19];
 /// A fast site that also keeps 8 blocks at once, three times after the warm-up.
 const BURST: u32 = 30;
-
-/// xorshift64: deterministic sizes and slots.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 /// A site of `slots` blocks, filled at 0, each of whose replacements frees a random one.
 struct Churn {

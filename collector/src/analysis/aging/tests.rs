@@ -7,7 +7,7 @@ use crate::analysis::model::Site;
 use crate::analysis::{analyze, AnalysisOptions};
 use crate::ingest::meta::RecordingMeta;
 use crate::state::{ConnId, RunState, SeriesLimits, StateOptions, DEFAULT_BUCKETS};
-use crate::test_records::{alloc, free};
+use crate::test_records::{alloc, free, Rng};
 use leakscope_protocol::{
     Hello, MemoryKind, Origin, Pid, Record, RuntimeAddr, StackDef, StackId, Timestamp,
 };
@@ -73,13 +73,8 @@ pub(super) fn site_of(model: &crate::analysis::model::ReportModel, id: u32) -> &
 fn simulated_run() -> RunState {
     let mut state = one_process(INTERVAL, (1..=CHURN_SITES).chain([LEAK_STACK, STEP_STACK]));
     let c = ConnId(0);
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut next = move || rng.next();
     let block = |site: u32, slot: u64| 0x1000_0000 + u64::from(site) * 0x1000 + slot * 0x10;
     for site in 1..=CHURN_SITES {
         for slot in 0..8 {
